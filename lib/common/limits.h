@@ -1,0 +1,74 @@
+/*
+ * limits.h - every limit meshsync enforces, with its reason. Each can be overridden at build
+ * time (-DMESH_...=N) within the hard bound checked below. proto/PROTOCOL.md restates the ones
+ * that peers must agree on.
+ */
+#ifndef MESH_LIMITS_H
+#define MESH_LIMITS_H
+
+/* An op's encoded bytes. Entities are records of tens of fields; 256 KiB leaves room for form
+ * schemas that the gateway distributes as ops, and bounds a peer's per-op allocation. */
+#ifndef MESH_OP_BYTES_MAX
+#define MESH_OP_BYTES_MAX (256u * 1024u)
+#endif
+
+/* An op body's nesting depth: bounds recursion when encoding, decoding and printing. */
+#ifndef MESH_BODY_DEPTH_MAX
+#define MESH_BODY_DEPTH_MAX 32
+#endif
+
+/* Entries in one map or array of a body: bounds allocation driven by a count prefix. */
+#ifndef MESH_BODY_ITEMS_MAX
+#define MESH_BODY_ITEMS_MAX 65536u
+#endif
+
+/* A type name: short identifiers like "household_member". */
+#define MESH_TYPE_BYTES_MAX 32
+/* A scope (boundary path such as "MZ/NAMPULA/ERATI/L01"): fits in an LMDB key with the author. */
+#define MESH_SCOPE_BYTES_MAX 64
+/* Parent references of one op (household_member has two; slack for configured types). */
+#define MESH_PARENTS_MAX 8
+/* Extra heads a conflict-resolving op may merge. */
+#define MESH_MERGED_MAX 16
+/* Heads tracked per entity; more concurrent writers than this keep the largest ones. */
+#define MESH_HEADS_MAX 16
+/* Depth of the parent chain followed to decide that an ancestor is deleted. */
+#define MESH_ANCESTRY_DEPTH_MAX 8
+/* Entity types in one configuration. */
+#define MESH_TYPES_MAX 64
+/* A type configuration file. */
+#define MESH_TYPES_FILE_BYTES_MAX (1024u * 1024u)
+
+/* Ops ingested in one LMDB transaction by mesh_store_ingest. */
+#ifndef MESH_INGEST_BATCH_MAX
+#define MESH_INGEST_BATCH_MAX 100000u
+#endif
+
+/* Ops held back per store while an earlier op of their stream is missing. */
+#ifndef MESH_PENDING_MAX
+#define MESH_PENDING_MAX 1000000u
+#endif
+
+/* LMDB map: starts small (sparse file) and doubles when full up to this bound. */
+#define MESH_MAP_BYTES_INITIAL (64ull * 1024 * 1024)
+#ifndef MESH_MAP_BYTES_MAX
+#define MESH_MAP_BYTES_MAX (256ull * 1024 * 1024 * 1024)
+#endif
+
+/* A bundle (export file) chunk: the importer's read buffer. */
+#define MESH_BUNDLE_CHUNK_BYTES_MAX (4u * 1024u * 1024u)
+/* Ops in a bundle: one import is one transaction. */
+#define MESH_BUNDLE_OPS_MAX 10000000u
+
+/* The detail message kept per thread. */
+#define MESH_ERRMSG_BYTES 512
+
+/* A remote HLC more than this ahead of our clock is not followed (clock skew guard). */
+#define MESH_HLC_SKEW_MAX_MS (3600ull * 1000)
+
+_Static_assert(MESH_OP_BYTES_MAX <= 16u * 1024u * 1024u, "an op must stay far below a frame");
+_Static_assert(MESH_BUNDLE_CHUNK_BYTES_MAX >= 2 * MESH_OP_BYTES_MAX, "a chunk holds an op");
+_Static_assert(MESH_HEADS_MAX >= 2, "a conflict needs two heads");
+_Static_assert(32 + 1 + MESH_SCOPE_BYTES_MAX < 511, "stream key fits an LMDB key");
+
+#endif

@@ -1,0 +1,72 @@
+/*
+ * crypto.h - the only code that calls libsodium: hashing, Ed25519 identities, signatures of op
+ * heads and bundles, and randomness. Everything above this layer sees fixed-size byte arrays.
+ */
+#ifndef MESH_CRYPTO_H
+#define MESH_CRYPTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+
+#define MESH_PK_BYTES 32
+#define MESH_SK_BYTES 64
+#define MESH_SIGNATURE_BYTES 64
+#define MESH_DIGEST_BYTES 32
+
+/* Must be called (it is idempotent and thread-safe) before any other function here; every
+ * public entry point of the library does. Returns MESH_OK or MESH_EINTERNAL. */
+int mesh_crypto_init(void);
+
+/* BLAKE2b-256 of one buffer. */
+void mesh_hash(const void *data, size_t len, uint8_t out[MESH_DIGEST_BYTES]);
+
+/* Incremental BLAKE2b-256. The state is large and aligned; keep it on the stack or in a struct. */
+typedef struct mesh_hash_state {
+    _Alignas(64) uint8_t opaque[384];
+} mesh_hash_state;
+void mesh_hash_init(mesh_hash_state *st);
+void mesh_hash_update(mesh_hash_state *st, const void *data, size_t len);
+void mesh_hash_final(mesh_hash_state *st, uint8_t out[MESH_DIGEST_BYTES]);
+
+/* An Ed25519 key pair. The secret half is wiped by mesh_identity_wipe. */
+typedef struct mesh_identity {
+    uint8_t pk[MESH_PK_BYTES];
+    uint8_t sk[MESH_SK_BYTES];
+} mesh_identity;
+
+/* Creates a new random identity. */
+void mesh_identity_generate(mesh_identity *id);
+/* Creates an identity from a 32-byte seed (tests and the simulator). */
+void mesh_identity_from_seed(mesh_identity *id, const uint8_t seed[32]);
+void mesh_identity_wipe(mesh_identity *id);
+
+/* Writes the identity to `path` with mode 0600, atomically (temp file + rename), failing with
+ * MESH_EEXIST if `path` exists. Returns MESH_OK, MESH_EEXIST, MESH_EIO. */
+int mesh_identity_save(const mesh_identity *id, const char *path);
+
+/* Reads an identity written by mesh_identity_save. Refuses a file that group or others can
+ * read (MESH_EPERM), a malformed file or one whose public half does not match (MESH_ECORRUPT).
+ * Returns MESH_OK, MESH_ENOTFOUND, MESH_EPERM, MESH_ECORRUPT, MESH_EIO. */
+int mesh_identity_load(const char *path, mesh_identity *id);
+
+/* Domain-separated signatures: the signed message is `domain` || msg, so a signature made for
+ * one purpose (an op head) can never be replayed as another (a bundle, a roster). */
+#define MESH_DOMAIN_OP "meshsync/op/v1"
+#define MESH_DOMAIN_BUNDLE "meshsync/bundle/v1"
+
+void mesh_sign(const mesh_identity *id, const char *domain, const uint8_t *msg, size_t len,
+               uint8_t sig[MESH_SIGNATURE_BYTES]);
+/* Returns MESH_OK or MESH_ESIG. */
+int mesh_verify(const uint8_t pk[MESH_PK_BYTES], const char *domain, const uint8_t *msg,
+                size_t len, const uint8_t sig[MESH_SIGNATURE_BYTES]);
+
+/* Fills `buf` with random bytes from the operating system. Cores that must be deterministic
+ * take randomness from their caller instead. */
+void mesh_random(void *buf, size_t len);
+
+/* Deterministic pseudo-random bytes from a 32-byte seed and a counter (simulator, tests). */
+void mesh_random_deterministic(void *buf, size_t len, const uint8_t seed[32], uint64_t counter);
+
+#endif

@@ -1,0 +1,295 @@
+/*
+ * meshsync.h - the public C API of libmeshsync, a peer-to-peer mesh sync engine.
+ *
+ * A node is a data directory holding an Ed25519 identity and an LMDB op-log. Every save action
+ * (create, update, soft delete) of an entity is kept as a signed op; the current state of each
+ * entity is the deterministic merge of its ops, identical on every node that holds the same ops.
+ *
+ * Conventions
+ *  - Every function that can fail returns an int: 0 (MESH_OK) on success or a negative MESH_E*
+ *    code. mesh_strerror() names the code; mesh_errmsg() returns a sentence about the last
+ *    failure on the calling thread (what failed, on what, and what to do).
+ *  - The caller owns what it passes in; the library copies what it keeps.
+ *  - Strings returned through callbacks are borrowed: valid only during the callback.
+ *  - Memory returned through a `char **` out-parameter is owned by the caller; free it with
+ *    mesh_free().
+ *  - A mesh_node handle must not be used by two threads at once. Several processes may open the
+ *    same data directory (e.g. the daemon and the CLI); LMDB serialises their writes.
+ *  - Entity ids are RFC 4122 UUIDs in text form (36 characters), the campaign service's
+ *    clientReferenceId. Public keys are 64 lowercase hex characters.
+ */
+#ifndef MESHSYNC_H
+#define MESHSYNC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MESH_NODISCARD __attribute__((warn_unused_result))
+#else
+#define MESH_NODISCARD
+#endif
+
+#define MESH_VERSION_STRING "0.1.0"
+
+/* ---- Error codes ------------------------------------------------------------------------ */
+
+enum {
+    MESH_OK = 0,
+    MESH_EINVAL = -1,      /* an argument or input is malformed (JSON, UUID, option) */
+    MESH_ENOMEM = -2,      /* out of memory */
+    MESH_EIO = -3,         /* an operating-system I/O call failed; see mesh_errmsg() */
+    MESH_ENOTFOUND = -4,   /* no such entity, op, file or key */
+    MESH_EEXIST = -5,      /* already exists (e.g. init of an existing node) */
+    MESH_ECORRUPT = -6,    /* stored or received bytes fail validation */
+    MESH_ESIG = -7,        /* a signature does not verify */
+    MESH_ECHAIN = -8,      /* a stream's hash chain is broken or has a gap */
+    MESH_EDELETED = -9,    /* the entity is deleted; deletes are final */
+    MESH_ESTALE = -10,     /* a rowVersion that is not the current one (goes backwards) */
+    MESH_ETYPE = -11,      /* unknown entity type */
+    MESH_ENOSPC = -12,     /* the disk or the store's size limit is full */
+    MESH_ELIMIT = -13,     /* an input exceeds a documented limit (see proto/PROTOCOL.md) */
+    MESH_ENOTSTORE = -14,  /* the directory is not a meshsync data directory */
+    MESH_EVERSION = -15,   /* unsupported format or protocol version */
+    MESH_EPERM = -16,      /* not permitted (not on the roster, outside scope, file mode) */
+    MESH_ECONFLICT = -17,  /* the entity has no open conflict to resolve, or the choice is invalid */
+    MESH_EPROTO = -18,     /* a peer broke the sync protocol */
+    MESH_EAGAIN = -19,     /* try again later (busy, would block) */
+    MESH_ECLOSED = -20,    /* the session or connection is closed */
+    MESH_ETIMEDOUT = -21,  /* a deadline passed */
+    MESH_EINTERNAL = -22,  /* a bug in meshsync: please report it with mesh_errmsg() */
+};
+
+/* The name of an error code ("MESH_EINVAL: invalid argument"). Never NULL; static storage. */
+const char *mesh_strerror(int code);
+
+/* A sentence about the last failure on this thread, or "" if none. Valid until the next
+ * meshsync call on this thread. */
+const char *mesh_errmsg(void);
+
+/* Frees memory that meshsync returned through an out-parameter. NULL is ignored. */
+void mesh_free(void *p);
+
+/* ---- Node lifecycle --------------------------------------------------------------------- */
+
+typedef struct mesh_node mesh_node;
+
+/* Lengths of text forms, including the terminating NUL. */
+#define MESH_UUID_STR_LEN 37
+#define MESH_KEY_STR_LEN 65
+#define MESH_HASH_STR_LEN 65
+
+typedef struct mesh_init_opts {
+    /* The boundary code this node writes its ops under (its stream scope), e.g.
+     * "MZ/NAMPULA/ERATI/L01". NULL means "default". At most 64 bytes of [A-Za-z0-9_./-]. */
+    const char *scope;
+    /* Path of an entity-type configuration (JSON) to copy into the node; NULL ships the DIGIT
+     * Health Campaign Management types. */
+    const char *types_path;
+} mesh_init_opts;
+
+/*
+ * Creates a new node in `dir` (created if missing, mode 0700): a fresh Ed25519 identity
+ * (identity.key, mode 0600), the LMDB store and the node configuration.
+ * Returns MESH_OK, MESH_EEXIST (dir already holds a node), MESH_EINVAL (bad scope or types
+ * file), MESH_EIO, MESH_ENOMEM.
+ */
+MESH_NODISCARD int mesh_node_init(const char *dir, const mesh_init_opts *opts);
+
+typedef struct mesh_open_opts {
+    /* Upper bound for the LMDB map in bytes; 0 means the default (MESH_MAP_BYTES_MAX). */
+    uint64_t map_bytes_max;
+    /* Returns the wall clock in milliseconds since the epoch; NULL uses the system clock.
+     * The simulator injects a virtual clock here. */
+    uint64_t (*clock_ms)(void *ctx);
+    void *clock_ctx;
+} mesh_open_opts;
+
+/*
+ * Opens the node in `dir`. `opts` may be NULL. On success *out is a handle to close with
+ * mesh_node_close().
+ * Returns MESH_OK, MESH_ENOTSTORE (no node there, or not a meshsync store), MESH_EVERSION
+ * (written by an incompatible version), MESH_EPERM (identity.key readable by others),
+ * MESH_ECORRUPT, MESH_EIO, MESH_ENOMEM.
+ */
+MESH_NODISCARD int mesh_node_open(const char *dir, const mesh_open_opts *opts, mesh_node **out);
+
+/* Closes the node. NULL is ignored. */
+void mesh_node_close(mesh_node *node);
+
+/* Copies the node's public key (64 hex chars + NUL) into `out`. */
+void mesh_node_identity(const mesh_node *node, char out[MESH_KEY_STR_LEN]);
+
+/* The node's write scope. Borrowed; valid until mesh_node_close(). */
+const char *mesh_node_scope(const mesh_node *node);
+
+/* ---- Entities ---------------------------------------------------------------------------- */
+
+/* A materialized entity, as passed to callbacks. All pointers are borrowed for the callback. */
+typedef struct mesh_entity {
+    const char *type;
+    char id[MESH_UUID_STR_LEN];
+    uint32_t row_version;    /* the winning op's rowVersion */
+    int deleted;             /* 1 if deleted, or if an ancestor is deleted */
+    int conflict;            /* 1 if concurrent edits await a person's resolution */
+    uint64_t modified_ms;    /* physical time of the winning op's hybrid logical clock */
+    char author[MESH_KEY_STR_LEN];
+    /* The entity as JSON: the winning op's body with clientReferenceId, rowVersion and
+     * isDeleted added. NUL-terminated. */
+    const char *json;
+    size_t json_len;
+} mesh_entity;
+
+/* Return 0 to continue an iteration, anything else to stop it (that value is returned). */
+typedef int (*mesh_entity_cb)(const mesh_entity *entity, void *ctx);
+
+typedef struct mesh_put_result {
+    char id[MESH_UUID_STR_LEN];
+    uint32_t row_version;
+} mesh_put_result;
+
+/*
+ * Creates or updates an entity of `type` from a JSON object (`json`, `json_len` bytes).
+ * The entity id is `id` if not NULL, else the body's "clientReferenceId", else a new UUIDv7.
+ * If the body has "rowVersion", it must be the entity's current rowVersion (optimistic
+ * concurrency, as the campaign service does); it is not stored in the body.
+ * The op is durable when this returns MESH_OK; `res` (may be NULL) gets the id and the new
+ * rowVersion.
+ * Returns MESH_OK, MESH_EINVAL (malformed JSON, not an object, invalid UUID, id mismatch),
+ * MESH_ETYPE (type not configured), MESH_EDELETED (entity is deleted), MESH_ESTALE
+ * (rowVersion is not the current one), MESH_ELIMIT (body too large or too deep), MESH_ENOSPC,
+ * MESH_EIO.
+ */
+MESH_NODISCARD int mesh_put(mesh_node *node, const char *type, const char *id, const char *json,
+                            size_t json_len, mesh_put_result *res);
+
+/*
+ * Soft-deletes entity `id`: writes a delete op whose body is the current state. Final: no later
+ * op undoes it. Returns MESH_OK, MESH_EINVAL (bad UUID), MESH_ENOTFOUND, MESH_EDELETED
+ * (already deleted), MESH_ENOSPC, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_delete(mesh_node *node, const char *id, mesh_put_result *res);
+
+#define MESH_GET_INCLUDE_DELETED 0x1u
+
+/*
+ * Calls `cb` once with entity `id`. Unless flags has MESH_GET_INCLUDE_DELETED, a deleted entity
+ * (or one whose ancestor is deleted) is MESH_ENOTFOUND. Returns MESH_OK, the callback's non-zero
+ * value, MESH_EINVAL, MESH_ENOTFOUND, MESH_ECORRUPT, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_get(mesh_node *node, const char *id, unsigned flags, mesh_entity_cb cb,
+                            void *ctx);
+
+typedef struct mesh_query {
+    const char *type;              /* NULL: every type */
+    int include_deleted;           /* as the campaign service's includeDeleted */
+    uint64_t last_changed_since_ms; /* 0: no filter; else modified_ms >= this */
+    uint32_t limit;                /* 0: no limit */
+    uint32_t offset;
+} mesh_query;
+
+/* Calls `cb` for each entity matching `q`, in (type, id) order. Returns MESH_OK, the callback's
+ * non-zero value, MESH_EINVAL, MESH_ECORRUPT, MESH_EIO. */
+MESH_NODISCARD int mesh_list(mesh_node *node, const mesh_query *q, mesh_entity_cb cb, void *ctx);
+
+/* ---- Ops, history and conflicts ------------------------------------------------------------ */
+
+enum mesh_op_kind {
+    MESH_OP_CREATE = 1,
+    MESH_OP_UPDATE = 2,
+    MESH_OP_DELETE = 3,
+};
+
+/* One stored op, as passed to callbacks. Pointers are borrowed for the callback. */
+typedef struct mesh_op_info {
+    const char *type;
+    char entity[MESH_UUID_STR_LEN];
+    uint32_t row_version;
+    int kind;                        /* enum mesh_op_kind */
+    char author[MESH_KEY_STR_LEN];
+    uint64_t hlc;                    /* hybrid logical clock: ms << 16 | counter */
+    uint32_t base_row_version;       /* 0 for a create */
+    char base_author[MESH_KEY_STR_LEN]; /* "" for a create */
+    const char *scope;
+    uint64_t seq;                    /* position in the author's stream for this scope */
+    char hash[MESH_HASH_STR_LEN];
+    int winner;                      /* 1 if this op is the entity's current state */
+    int head;                        /* 1 if no other op derives from this one */
+    const char *json;                /* the op's body as JSON */
+    size_t json_len;
+} mesh_op_info;
+
+typedef int (*mesh_op_cb)(const mesh_op_info *op, void *ctx);
+
+/* Calls `cb` for each op of entity `id`, in (rowVersion, author) order. Returns MESH_OK, the
+ * callback's value, MESH_EINVAL, MESH_ENOTFOUND, MESH_ECORRUPT, MESH_EIO. */
+MESH_NODISCARD int mesh_history(mesh_node *node, const char *id, mesh_op_cb cb, void *ctx);
+
+/* Calls `cb` for each entity that has an open conflict (more than one head), in id order.
+ * mesh_history() shows the competing heads. Returns MESH_OK, the callback's value, MESH_EIO. */
+MESH_NODISCARD int mesh_conflicts(mesh_node *node, mesh_entity_cb cb, void *ctx);
+
+/*
+ * Resolves the open conflict on entity `id` by writing a new op that derives from all of its
+ * heads. The new state is `json` if not NULL, else the body of the head written by `pick_author`
+ * (hex public key; NULL picks the current winner).
+ * Returns MESH_OK, MESH_EINVAL, MESH_ENOTFOUND, MESH_ECONFLICT (no open conflict, or
+ * pick_author is not a head), MESH_EDELETED, MESH_ELIMIT, MESH_ENOSPC, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_resolve(mesh_node *node, const char *id, const char *json, size_t json_len,
+                                const char *pick_author, mesh_put_result *res);
+
+/* ---- Status ------------------------------------------------------------------------------ */
+
+typedef struct mesh_status {
+    uint64_t ops;            /* ops held (applied) */
+    uint64_t entities;       /* entities, deleted ones included */
+    uint64_t deleted;        /* deleted entities */
+    uint64_t conflicts;      /* entities with an open conflict */
+    uint64_t streams;        /* (author, scope) streams held */
+    uint64_t pending;        /* ops waiting for an earlier op of their stream */
+    uint64_t store_bytes;    /* size of the LMDB data file */
+    /* BLAKE2b-256 over every stream's (author, scope, seq, head hash), in stream-id order:
+     * equal on two nodes exactly when they hold the same ops. */
+    char digest[MESH_HASH_STR_LEN];
+} mesh_status;
+
+MESH_NODISCARD int mesh_node_status(mesh_node *node, mesh_status *out);
+
+/* ---- Ingest, export and import ----------------------------------------------------------- */
+
+typedef struct mesh_ingest_report {
+    uint64_t applied;     /* new ops stored and merged */
+    uint64_t duplicate;   /* ops already held (ignored) */
+    uint64_t pending;     /* ops held back until an earlier op of their stream arrives */
+    uint64_t rejected;    /* ops refused (bad signature, broken chain, malformed) */
+    int first_error;      /* MESH_E* of the first rejection, 0 if none */
+    char first_error_msg[256];
+} mesh_ingest_report;
+
+/*
+ * Writes every op the node holds (or, with `since_vector`, only what that vector lacks: reserved,
+ * pass NULL) into a signed bundle file at `path` (created mode 0600, replaced atomically).
+ * A bundle travels on a USB stick: each op keeps its author's signature, and the file is signed
+ * by this node. `count` (may be NULL) gets the number of ops written.
+ * Returns MESH_OK, MESH_EIO, MESH_ENOSPC, MESH_ENOMEM.
+ */
+MESH_NODISCARD int mesh_export(mesh_node *node, const char *path, uint64_t *count);
+
+/*
+ * Verifies a bundle (file signature, every op's chain and signature) and ingests it in one
+ * transaction: on any error nothing is stored. `rep` (may be NULL) gets the counts.
+ * Returns MESH_OK, MESH_ENOTFOUND, MESH_ECORRUPT (truncated or malformed), MESH_ESIG (tampered),
+ * MESH_ECHAIN, MESH_EVERSION, MESH_ELIMIT, MESH_ENOSPC, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_import(mesh_node *node, const char *path, mesh_ingest_report *rep);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MESHSYNC_H */
