@@ -1,0 +1,214 @@
+/*
+ * cmd_node.c - commands about the node itself: `init`, `identity` and `status`.
+ */
+#include <string.h>
+
+#include "commands.h"
+
+/* ---- init ---------------------------------------------------------------------------------- */
+
+static const cli_opt init_opts[] = {
+    {"scope", "CODE",
+     "Boundary code this node writes under, e.g. MZ/NAMPULA/ERATI/L01."},
+    {"types", "FILE", "Entity-type configuration (JSON) to use instead of the DIGIT HCM types."},
+    {NULL, NULL, NULL},
+};
+
+static const int init_exits[] = {CLI_EXIT_NOTFOUND, CLI_EXIT_INPUT, CLI_EXIT_STATE,
+                                 CLI_EXIT_PERM, CLI_EXIT_IO, 0};
+
+static int run_init(cli_ctx *ctx)
+{
+    mesh_init_opts opts = {
+        .scope = cli_opt_get(ctx, "scope"),
+        .types_path = cli_opt_get(ctx, "types"),
+    };
+    int rc = mesh_node_init(ctx->data_dir, &opts);
+    if (rc != MESH_OK) {
+        int ec = cli_fail(ctx, rc);
+        if (rc == MESH_EEXIST)
+            cli_hint("a node already exists at %s; use it, or choose another --data", ctx->data_dir);
+        return ec;
+    }
+    mesh_node *node = NULL;
+    rc = mesh_node_open(ctx->data_dir, NULL, &node);
+    if (rc != MESH_OK) return cli_fail(ctx, rc);
+    char key[MESH_KEY_STR_LEN];
+    mesh_node_identity(node, key);
+    const char *scope = mesh_node_scope(node);
+    if (ctx->json) {
+        cli_json j;
+        cli_json_begin(&j, ctx->out);
+        cli_json_object_open(&j);
+        cli_json_key(&j, "data");
+        cli_json_str(&j, ctx->data_dir);
+        cli_json_key(&j, "identity");
+        cli_json_str(&j, key);
+        cli_json_key(&j, "scope");
+        cli_json_str(&j, scope);
+        cli_json_object_close(&j);
+        cli_json_end(&j);
+    } else {
+        fprintf(ctx->out, "Initialized a meshsync node in %s\nidentity  %s\nscope     %s\n",
+                ctx->data_dir, key, scope);
+    }
+    mesh_node_close(node);
+    return CLI_EXIT_OK;
+}
+
+const cli_command cmd_init = {
+    .name = "init",
+    .summary = "Create a new node: an identity and an empty store.",
+    .synopsis = "[--scope CODE] [--types FILE] [--data DIR]",
+    .description =
+        "Creates a node in the data directory (created if missing, mode 0700): a fresh\n"
+        "Ed25519 identity (identity.key, mode 0600), an empty store and the node's\n"
+        "configuration. The scope is the boundary code the node writes its saves under.\n"
+        "The entity types are the DIGIT Health Campaign Management types unless --types\n"
+        "names another configuration. A directory that already holds a node is left\n"
+        "untouched.",
+    .opts = init_opts,
+    .args_min = 0,
+    .args_max = 0,
+    .needs = CLI_NEEDS_DATA,
+    .examples = "  meshsync init\n"
+                "  meshsync init --data /media/node1 --scope MZ/NAMPULA/ERATI/L01\n"
+                "  meshsync init --types my-types.json --json\n",
+    .exit_codes = init_exits,
+    .run = run_init,
+};
+
+/* ---- identity ------------------------------------------------------------------------------ */
+
+static const int node_exits[] = {CLI_EXIT_CORRUPT, CLI_EXIT_NOTSTORE, CLI_EXIT_PERM, CLI_EXIT_IO,
+                                 CLI_EXIT_VERSION, 0};
+
+static int run_identity(cli_ctx *ctx)
+{
+    char key[MESH_KEY_STR_LEN];
+    mesh_node_identity(ctx->node, key);
+    if (ctx->json) {
+        cli_json j;
+        cli_json_begin(&j, ctx->out);
+        cli_json_object_open(&j);
+        cli_json_key(&j, "identity");
+        cli_json_str(&j, key);
+        cli_json_key(&j, "scope");
+        cli_json_str(&j, mesh_node_scope(ctx->node));
+        cli_json_object_close(&j);
+        cli_json_end(&j);
+    } else {
+        fprintf(ctx->out, "%s\n", key);
+    }
+    return CLI_EXIT_OK;
+}
+
+const cli_command cmd_identity = {
+    .name = "identity",
+    .summary = "Print the node's public key.",
+    .synopsis = "[--data DIR] [--json]",
+    .description =
+        "Prints the node's Ed25519 public key as 64 lowercase hex characters. Other nodes\n"
+        "see this key as the author of the node's saves, and 'meshsync resolve --pick'\n"
+        "takes it to choose this node's version of a conflicting entity. With --json, the\n"
+        "node's scope is printed too.",
+    .args_min = 0,
+    .args_max = 0,
+    .needs = CLI_NEEDS_NODE,
+    .examples = "  meshsync identity\n"
+                "  meshsync identity --data /media/node1 --json\n",
+    .exit_codes = node_exits,
+    .run = run_identity,
+};
+
+/* ---- status -------------------------------------------------------------------------------- */
+
+static void print_bytes(FILE *f, uint64_t n)
+{
+    static const char *const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
+    if (n < 1024) {
+        fprintf(f, "%llu bytes", (unsigned long long)n);
+        return;
+    }
+    double v = (double)n;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    fprintf(f, "%.1f %s", v, units[u]);
+}
+
+static int run_status(cli_ctx *ctx)
+{
+    mesh_status st;
+    memset(&st, 0, sizeof st);
+    int rc = mesh_node_status(ctx->node, &st);
+    if (rc != MESH_OK) return cli_fail(ctx, rc);
+    char key[MESH_KEY_STR_LEN];
+    mesh_node_identity(ctx->node, key);
+    const char *scope = mesh_node_scope(ctx->node);
+    if (ctx->json) {
+        cli_json j;
+        cli_json_begin(&j, ctx->out);
+        cli_json_object_open(&j);
+        cli_json_key(&j, "data");
+        cli_json_str(&j, ctx->data_dir);
+        cli_json_key(&j, "identity");
+        cli_json_str(&j, key);
+        cli_json_key(&j, "scope");
+        cli_json_str(&j, scope);
+        cli_json_key(&j, "ops");
+        cli_json_u64(&j, st.ops);
+        cli_json_key(&j, "entities");
+        cli_json_u64(&j, st.entities);
+        cli_json_key(&j, "deleted");
+        cli_json_u64(&j, st.deleted);
+        cli_json_key(&j, "conflicts");
+        cli_json_u64(&j, st.conflicts);
+        cli_json_key(&j, "streams");
+        cli_json_u64(&j, st.streams);
+        cli_json_key(&j, "pending");
+        cli_json_u64(&j, st.pending);
+        cli_json_key(&j, "store_bytes");
+        cli_json_u64(&j, st.store_bytes);
+        cli_json_key(&j, "digest");
+        cli_json_str(&j, st.digest);
+        cli_json_object_close(&j);
+        cli_json_end(&j);
+        return CLI_EXIT_OK;
+    }
+    FILE *f = ctx->out;
+    fprintf(f, "node       %s\n", ctx->data_dir);
+    fprintf(f, "identity   %s\n", key);
+    fprintf(f, "scope      %s\n", scope);
+    fprintf(f, "entities   %llu (%llu deleted)\n", (unsigned long long)st.entities,
+            (unsigned long long)st.deleted);
+    fprintf(f, "conflicts  %llu\n", (unsigned long long)st.conflicts);
+    fprintf(f, "ops        %llu in %llu streams\n", (unsigned long long)st.ops,
+            (unsigned long long)st.streams);
+    fprintf(f, "pending    %llu\n", (unsigned long long)st.pending);
+    fputs("store      ", f);
+    print_bytes(f, st.store_bytes);
+    fprintf(f, "\ndigest     %s\n", st.digest);
+    return CLI_EXIT_OK;
+}
+
+const cli_command cmd_status = {
+    .name = "status",
+    .summary = "Show counts of entities, ops and conflicts, and the op-log digest.",
+    .synopsis = "[--data DIR] [--json]",
+    .description =
+        "Prints what the node holds: entities (and how many are deleted), open conflicts,\n"
+        "ops and the (author, scope) streams they belong to, ops pending an earlier op of\n"
+        "their stream, the size of the store, and the digest of the op-log. Two nodes\n"
+        "have the same digest exactly when they hold the same ops, so comparing digests\n"
+        "tells whether a sync or an import brought two nodes level.",
+    .args_min = 0,
+    .args_max = 0,
+    .needs = CLI_NEEDS_NODE,
+    .examples = "  meshsync status\n"
+                "  meshsync status --json | jq -r .digest\n",
+    .exit_codes = node_exits,
+    .run = run_status,
+};
