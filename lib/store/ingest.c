@@ -1,1 +1,346 @@
-/* placeholder: being written */
+/*
+ * ingest.c - verifies and stores batches of op records.
+ *
+ * A node holds a gap-free prefix of every stream, so its holdings are summarised by a version
+ * vector. Records are grouped by stream and sorted by seq; each run that continues the stored
+ * tip is checked link by link (each op names the hash of its predecessor) and authenticated by
+ * one Ed25519 signature, the run's last: the signature covers that op's hash, which covers its
+ * predecessor's, and so on back to the tip. Records beyond a gap wait in `pending` until the gap
+ * fills. This is the only path into the log: local writes go through it too.
+ */
+#include "store/store_int.h"
+
+#include "crypto/crypto.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct item {
+    mesh_op op;
+    mesh_oprec rec;
+    uint8_t hash[MESH_HASH_BYTES];
+    uint64_t sid;
+    size_t idx;          /* position in the caller's array: keeps the sort stable */
+    bool from_pending;   /* loaded from the pending database (bytes in scratch memory) */
+} item;
+
+typedef struct ingest {
+    mesh_txn *t;
+    mesh_ingest_mode mode;
+    mesh_ingest_report *rep;
+    int first_err;       /* first rejection, for ATOMIC mode */
+    uint64_t hlc_max;
+} ingest;
+
+/* Records the cause of a rejection (the first one is kept); callers count the ops. */
+static void reject(ingest *g, int code, const char *what)
+{
+    if (g->first_err == MESH_OK) g->first_err = code;
+    if (g->rep->first_error == 0) {
+        g->rep->first_error = code;
+        snprintf(g->rep->first_error_msg, sizeof g->rep->first_error_msg, "%s", what);
+    }
+}
+
+static int item_cmp(const void *a, const void *b)
+{
+    const item *x = a, *y = b;
+    if (x->sid != y->sid) return x->sid < y->sid ? -1 : 1;
+    if (x->op.seq != y->op.seq) return x->op.seq < y->op.seq ? -1 : 1;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+static void pending_key(uint8_t k[16], uint64_t sid, uint64_t seq)
+{
+    mesh_be64_put(k, sid);
+    mesh_be64_put(k + 8, seq);
+}
+
+/* Loads pending op (sid, seq) into a fresh item with its own copy of the bytes. */
+static int pending_load(ingest *g, uint64_t sid, uint64_t seq, item **out)
+{
+    uint8_t key[16];
+    pending_key(key, sid, seq);
+    MDB_val k = mval(key, 16), v;
+    int rc = mdb_get(g->t->txn, g->t->s->dbi[DB_PENDING], &k, &v);
+    if (rc == MDB_NOTFOUND) return MESH_ENOTFOUND;
+    if (rc != 0) return mesh_lmdb_err(g->t, rc, "reading pending ops");
+    /* LMDB's pointers die at the next write in this transaction: copy. */
+    item *it = calloc(1, sizeof *it + v.mv_size);
+    if (it == NULL) return mesh_err(MESH_ENOMEM, "out of memory loading a pending op");
+    uint8_t *bytes = (uint8_t *)(it + 1);
+    memcpy(bytes, v.mv_data, v.mv_size);
+    it->from_pending = true;
+    it->rec.sig = bytes;
+    it->rec.op = bytes + MESH_SIG_BYTES;
+    it->rec.op_len = v.mv_size - MESH_SIG_BYTES;
+    if (v.mv_size <= MESH_SIG_BYTES ||
+        mesh_op_decode(it->rec.op, it->rec.op_len, &it->op) != MESH_OK) {
+        free(it);
+        /* A damaged pending record is dropped: the op will come again from a peer. */
+        mdb_del(g->t->txn, g->t->s->dbi[DB_PENDING], &k, NULL);
+        return MESH_ENOTFOUND;
+    }
+    mesh_op_hash(it->rec.op, it->rec.op_len, it->hash);
+    it->sid = sid;
+    *out = it;
+    return MESH_OK;
+}
+
+static int pending_del(ingest *g, uint64_t sid, uint64_t seq)
+{
+    uint8_t key[16];
+    pending_key(key, sid, seq);
+    MDB_val k = mval(key, 16);
+    int rc = mdb_del(g->t->txn, g->t->s->dbi[DB_PENDING], &k, NULL);
+    if (rc != 0 && rc != MDB_NOTFOUND) return mesh_lmdb_err(g->t, rc, "clearing pending ops");
+    return MESH_OK;
+}
+
+static int pending_park(ingest *g, const item *it)
+{
+    MDB_stat st;
+    mdb_stat(g->t->txn, g->t->s->dbi[DB_PENDING], &st);
+    if (st.ms_entries >= MESH_PENDING_MAX) {
+        g->rep->rejected++;
+        reject(g, MESH_ELIMIT, "too many ops wait for missing predecessors; dropped one");
+        return MESH_OK;
+    }
+    uint8_t key[16];
+    pending_key(key, it->sid, it->op.seq);
+    MDB_val k = mval(key, 16), v;
+    v.mv_size = MESH_SIG_BYTES + it->rec.op_len;
+    int rc = mdb_put(g->t->txn, g->t->s->dbi[DB_PENDING], &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    if (rc == MDB_KEYEXIST) {
+        g->rep->duplicate++;
+        return MESH_OK;
+    }
+    if (rc != 0) return mesh_lmdb_err(g->t, rc, "holding an op until its predecessor arrives");
+    memcpy(v.mv_data, it->rec.sig, MESH_SIG_BYTES);
+    memcpy((uint8_t *)v.mv_data + MESH_SIG_BYTES, it->rec.op, it->rec.op_len);
+    g->rep->pending++;
+    return MESH_OK;
+}
+
+static bool same_stream(const mesh_stream *st, const mesh_op *op)
+{
+    return memcmp(st->author, op->author, MESH_KEY_BYTES) == 0 && st->scope_len == op->scope_len &&
+           memcmp(st->scope, op->scope, op->scope_len) == 0;
+}
+
+static int verify_sig(const item *it)
+{
+    return mesh_verify(it->op.author, MESH_DOMAIN_OP, it->hash, MESH_HASH_BYTES, it->rec.sig);
+}
+
+static void describe(char *buf, size_t n, const mesh_stream *st, uint64_t seq, const char *what)
+{
+    char author[MESH_KEY_STR_LEN];
+    mesh_hex_encode(st->author, MESH_KEY_BYTES, author);
+    snprintf(buf, n, "%s at seq %llu of stream %.16s.../%s", what, (unsigned long long)seq, author,
+             st->scope);
+}
+
+/* Stores one verified op: log, stream index, state. */
+static int apply_one(ingest *g, const mesh_stream *st, const item *it, bool *equivocation)
+{
+    uint8_t key[MESH_STORE_LOG_KEY_BYTES];
+    log_key(key, it->op.entity, it->op.row_version, it->op.author);
+    MDB_val k = mval(key, sizeof key), v;
+    v.mv_size = MESH_SIG_BYTES + it->rec.op_len;
+    int rc = mdb_put(g->t->txn, g->t->s->dbi[DB_LOG], &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    if (rc == MDB_KEYEXIST) {
+        /* The author already wrote this (entity, rowVersion) at another place in its streams. */
+        *equivocation = true;
+        return MESH_OK;
+    }
+    if (rc != 0) return mesh_lmdb_err(g->t, rc, "storing an op");
+    memcpy(v.mv_data, it->rec.sig, MESH_SIG_BYTES);
+    memcpy((uint8_t *)v.mv_data + MESH_SIG_BYTES, it->rec.op, it->rec.op_len);
+
+    uint8_t skey[16];
+    pending_key(skey, st->sid, it->op.seq);
+    MDB_val sk = mval(skey, 16), sv = mval(key, sizeof key);
+    rc = mdb_put(g->t->txn, g->t->s->dbi[DB_SOPS], &sk, &sv, 0);
+    if (rc != 0) return mesh_lmdb_err(g->t, rc, "indexing an op");
+    if (it->op.hlc > g->hlc_max) g->hlc_max = it->op.hlc;
+    return mesh_state_apply(g->t, &it->op);
+}
+
+/* Processes the records of one stream, g_items[0..n) sorted by seq. */
+static int ingest_stream(ingest *g, item *gi, size_t n)
+{
+    mesh_stream st;
+    int rc = mesh_store_stream_get(g->t, gi[0].sid, &st);
+    if (rc == MESH_ENOTFOUND) {
+        memset(&st, 0, sizeof st);
+        st.sid = gi[0].sid;
+        memcpy(st.author, gi[0].op.author, MESH_KEY_BYTES);
+        memcpy(st.scope, gi[0].op.scope, gi[0].op.scope_len);
+        st.scope_len = gi[0].op.scope_len;
+        st.scope[st.scope_len] = '\0';
+    } else if (rc != MESH_OK) {
+        return rc;
+    }
+
+    MDB_stat pst;
+    mdb_stat(g->t->txn, g->t->s->dbi[DB_PENDING], &pst);
+    bool any_pending = pst.ms_entries > 0;
+
+    /* Build the run that continues the tip, from the batch and from pending. */
+    item **run = malloc(sizeof *run * (n + 1));
+    item **loaded = NULL;
+    size_t nrun = 0, nloaded = 0, loaded_cap = 0;
+    if (run == NULL) return mesh_err(MESH_ENOMEM, "out of memory ingesting ops");
+    uint64_t expected = st.seq + 1;
+    size_t i = 0;
+    rc = MESH_OK;
+    for (;;) {
+        while (i < n && gi[i].op.seq < expected) {
+            g->rep->duplicate++;
+            i++;
+        }
+        item *next = NULL;
+        if (i < n && gi[i].op.seq == expected) {
+            next = &gi[i++];
+            if (any_pending && (rc = pending_del(g, st.sid, expected)) != MESH_OK) break;
+        } else if (any_pending) {
+            rc = pending_load(g, st.sid, expected, &next);
+            if (rc == MESH_ENOTFOUND) {
+                rc = MESH_OK;
+                break;
+            }
+            if (rc != MESH_OK) break;
+            if (nloaded == loaded_cap) {
+                loaded_cap = loaded_cap ? loaded_cap * 2 : 64;
+                item **nl = realloc(loaded, sizeof *nl * loaded_cap);
+                if (nl == NULL) {
+                    free(next);
+                    rc = mesh_err(MESH_ENOMEM, "out of memory ingesting pending ops");
+                    break;
+                }
+                loaded = nl;
+            }
+            loaded[nloaded++] = next;
+            if ((rc = pending_del(g, st.sid, expected)) != MESH_OK) break;
+            /* The run may now grow past the batch's size. */
+            item **nr = realloc(run, sizeof *run * (n + nloaded + 1));
+            if (nr == NULL) {
+                rc = mesh_err(MESH_ENOMEM, "out of memory ingesting ops");
+                break;
+            }
+            run = nr;
+        } else {
+            break;
+        }
+        run[nrun++] = next;
+        expected++;
+    }
+    if (rc != MESH_OK) goto out;
+
+    /* Everything beyond the gap waits. */
+    for (; i < n; i++) {
+        if (i > 0 && gi[i].op.seq == gi[i - 1].op.seq) {
+            g->rep->duplicate++;
+            continue;
+        }
+        if ((rc = pending_park(g, &gi[i])) != MESH_OK) goto out;
+    }
+
+    /* Verify the chain link by link, then the signature at its end. */
+    size_t valid = 0;
+    char msg[256];
+    const uint8_t *prev = st.tip;
+    for (; valid < nrun; valid++) {
+        const item *it = run[valid];
+        if (!same_stream(&st, &it->op)) {
+            describe(msg, sizeof msg, &st, it->op.seq, "stream id collision");
+            reject(g, MESH_ECORRUPT, msg);
+            break;
+        }
+        if (memcmp(it->op.prev, prev, MESH_HASH_BYTES) != 0) {
+            describe(msg, sizeof msg, &st, it->op.seq, "broken hash chain");
+            reject(g, MESH_ECHAIN, msg);
+            break;
+        }
+        prev = it->hash;
+    }
+    if (valid > 0 && verify_sig(run[valid - 1]) != MESH_OK) {
+        /* Rare: find the longest prefix that ends in a good signature. */
+        while (valid > 0 && verify_sig(run[valid - 1]) != MESH_OK) valid--;
+        describe(msg, sizeof msg, &st, run[valid]->op.seq, "bad signature");
+        reject(g, MESH_ESIG, msg);
+    }
+
+    size_t applied = 0;
+    for (; applied < valid; applied++) {
+        bool equivocation = false;
+        rc = apply_one(g, &st, run[applied], &equivocation);
+        if (rc != MESH_OK) goto out;
+        if (equivocation) {
+            describe(msg, sizeof msg, &st, run[applied]->op.seq,
+                     "author wrote the same entity rowVersion twice");
+            reject(g, MESH_ECORRUPT, msg);
+            break;
+        }
+        g->rep->applied++;
+    }
+    /* Ops after the first bad one are not stored: they depend on it. */
+    g->rep->rejected += nrun - applied;
+    if (applied > 0) {
+        st.seq = run[applied - 1]->op.seq;
+        memcpy(st.tip, run[applied - 1]->hash, MESH_HASH_BYTES);
+        rc = mesh_store_stream_put(g->t, &st);
+    }
+out:
+    for (size_t j = 0; j < nloaded; j++) free(loaded[j]);
+    free(loaded);
+    free(run);
+    return rc;
+}
+
+int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest_mode mode,
+                      mesh_ingest_report *rep)
+{
+    if (n > MESH_INGEST_BATCH_MAX)
+        return mesh_err(MESH_ELIMIT, "%zu ops in one ingest; the limit is %u", n,
+                        MESH_INGEST_BATCH_MAX);
+    ingest g = {.t = t, .mode = mode, .rep = rep};
+    item *items = malloc(sizeof *items * (n ? n : 1));
+    if (items == NULL) return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        item *it = &items[m];
+        it->rec = recs[i];
+        it->idx = i;
+        it->from_pending = false;
+        int rc = mesh_op_decode(recs[i].op, recs[i].op_len, &it->op);
+        if (rc != MESH_OK) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "op %zu of the batch is malformed: %s", i, mesh_errmsg());
+            g.rep->rejected++;
+            reject(&g, rc, msg);
+            continue;
+        }
+        mesh_op_hash(recs[i].op, recs[i].op_len, it->hash);
+        it->sid = mesh_stream_id(it->op.author, it->op.scope, it->op.scope_len);
+        m++;
+    }
+    qsort(items, m, sizeof *items, item_cmp);
+    int rc = MESH_OK;
+    for (size_t i = 0; i < m && rc == MESH_OK;) {
+        size_t j = i + 1;
+        while (j < m && items[j].sid == items[i].sid) j++;
+        rc = ingest_stream(&g, items + i, j - i);
+        i = j;
+    }
+    free(items);
+    if (rc == MESH_OK && g.hlc_max) {
+        uint64_t seen;
+        rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen);
+        if (rc == MESH_OK && g.hlc_max > seen) rc = mesh_store_meta_put_u64(t, "hlc_seen", g.hlc_max);
+    }
+    if (rc == MESH_OK && mode == MESH_INGEST_ATOMIC && g.first_err != MESH_OK)
+        return mesh_err(g.first_err, "%s", rep->first_error_msg);
+    return rc;
+}

@@ -1,1 +1,127 @@
-/* placeholder: being written */
+/*
+ * query.c - reads: an entity's ops, entities by type, conflicts, counts and the op-log digest.
+ */
+#include "store/store_int.h"
+
+#include "crypto/crypto.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+
+int mesh_store_entity_ops(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES],
+                          int (*fn)(const mesh_oprec *rec, void *ctx), void *ctx)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_LOG], &c);
+    if (rc != 0) return mesh_lmdb_err(t, rc, "reading an entity's ops");
+    MDB_val k = mval(entity, 16), v;
+    int out = MESH_OK;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != MESH_STORE_LOG_KEY_BYTES || memcmp(k.mv_data, entity, 16) != 0) break;
+        if (v.mv_size <= MESH_SIG_BYTES) {
+            out = mesh_err(MESH_ECORRUPT, "a stored op is damaged");
+            break;
+        }
+        mesh_oprec rec = {.sig = v.mv_data,
+                          .op = (const uint8_t *)v.mv_data + MESH_SIG_BYTES,
+                          .op_len = v.mv_size - MESH_SIG_BYTES};
+        out = fn(&rec, ctx);
+        if (out != MESH_OK) break;
+    }
+    if (out == MESH_OK && rc != 0 && rc != MDB_NOTFOUND)
+        out = mesh_lmdb_err(t, rc, "reading an entity's ops");
+    mdb_cursor_close(c);
+    return out;
+}
+
+/* Walks the keys of `dbi` from `prefix`, calling fn with each entity's state. In the bytype
+ * index the entity id is the key's last 16 bytes; in state and conflicts it is the whole key. */
+static int walk(mesh_txn *t, int db, const uint8_t *prefix, size_t plen,
+                int (*fn)(const mesh_state *st, void *ctx), void *ctx)
+{
+    MDB_cursor *c;
+    int rc = mdb_cursor_open(t->txn, t->s->dbi[db], &c);
+    if (rc != 0) return mesh_lmdb_err(t, rc, "listing entities");
+    MDB_val k = mval(prefix, plen), v;
+    int out = MESH_OK;
+    for (rc = mdb_cursor_get(c, &k, &v, plen ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
+        if (k.mv_size < 16) {
+            out = mesh_err(MESH_ECORRUPT, "an index key is damaged");
+            break;
+        }
+        const uint8_t *entity = (const uint8_t *)k.mv_data + k.mv_size - 16;
+        mesh_state st;
+        if (db == DB_STATE)
+            out = mesh_state_decode(v.mv_data, v.mv_size, entity, &st);
+        else
+            out = mesh_store_state_get(t, entity, &st);
+        if (out == MESH_OK) out = fn(&st, ctx);
+        if (out != MESH_OK) break;
+    }
+    if (out == MESH_OK && rc != 0 && rc != MDB_NOTFOUND) out = mesh_lmdb_err(t, rc, "listing entities");
+    mdb_cursor_close(c);
+    return out;
+}
+
+int mesh_store_states(mesh_txn *t, const char *type, int (*fn)(const mesh_state *st, void *ctx),
+                      void *ctx)
+{
+    if (type == NULL) return walk(t, DB_STATE, NULL, 0, fn, ctx);
+    uint8_t prefix[MESH_TYPE_BYTES_MAX + 1];
+    size_t tl = strlen(type);
+    if (tl == 0 || tl > MESH_TYPE_BYTES_MAX) return MESH_OK;
+    memcpy(prefix, type, tl);
+    prefix[tl] = 0;
+    return walk(t, DB_BYTYPE, prefix, tl + 1, fn, ctx);
+}
+
+int mesh_store_conflicts(mesh_txn *t, int (*fn)(const mesh_state *st, void *ctx), void *ctx)
+{
+    return walk(t, DB_CONFLICTS, NULL, 0, fn, ctx);
+}
+
+static uint64_t entries(mesh_txn *t, int db)
+{
+    MDB_stat st;
+    mdb_stat(t->txn, t->s->dbi[db], &st);
+    return st.ms_entries;
+}
+
+static int digest_stream(const mesh_stream *st, void *ctx)
+{
+    mesh_hash_state *h = ctx;
+    uint8_t fixed[8 + 1];
+    mesh_hash_update(h, st->author, MESH_KEY_BYTES);
+    fixed[0] = (uint8_t)st->scope_len;
+    mesh_hash_update(h, fixed, 1);
+    mesh_hash_update(h, st->scope, st->scope_len);
+    mesh_be64_put(fixed, st->seq);
+    mesh_hash_update(h, fixed, 8);
+    mesh_hash_update(h, st->tip, MESH_HASH_BYTES);
+    return MESH_OK;
+}
+
+int mesh_store_counts_get(mesh_txn *t, mesh_store_counts *out)
+{
+    memset(out, 0, sizeof *out);
+    out->ops = entries(t, DB_LOG);
+    out->entities = entries(t, DB_STATE);
+    out->conflicts = entries(t, DB_CONFLICTS);
+    out->streams = entries(t, DB_STREAMS);
+    out->pending = entries(t, DB_PENDING);
+    int rc = mesh_store_meta_get_u64(t, "deleted", &out->deleted);
+    if (rc != MESH_OK) return rc;
+    char path[4200];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/data.mdb", t->s->dir);
+    if (stat(path, &sb) == 0) out->file_bytes = (uint64_t)sb.st_size;
+    /* Streams are hash chains: their (author, scope, seq, tip) in sid order fix the op set. */
+    mesh_hash_state h;
+    mesh_hash_init(&h);
+    rc = mesh_store_streams(t, digest_stream, &h);
+    mesh_hash_final(&h, out->digest);
+    return rc;
+}

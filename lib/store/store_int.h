@@ -1,0 +1,72 @@
+/*
+ * store_int.h - internals shared by the store's files: the environment, the databases, and the
+ * translation of LMDB errors into meshsync ones.
+ */
+#ifndef MESH_STORE_INT_H
+#define MESH_STORE_INT_H
+
+#include <lmdb.h>
+
+#include "store/store.h"
+
+enum {
+    DB_LOG,
+    DB_SOPS,
+    DB_STREAMS,
+    DB_PENDING,
+    DB_STATE,
+    DB_BYTYPE,
+    DB_CONFLICTS,
+    DB_META,
+    DB_COUNT
+};
+
+struct mesh_store {
+    MDB_env *env;
+    MDB_dbi dbi[DB_COUNT];
+    uint64_t map_bytes_max;
+    char dir[4096];
+};
+
+struct mesh_txn {
+    mesh_store *s;
+    MDB_txn *txn;
+    /* Set when an LMDB call reported the map full: mesh_store_write grows it and retries. */
+    bool map_full;
+};
+
+/* Translates an LMDB return code (non-zero) for the operation `what`. */
+int mesh_lmdb_err(mesh_txn *t, int rc, const char *what);
+
+static inline MDB_val mval(const void *p, size_t n)
+{
+    MDB_val v = {.mv_size = n, .mv_data = (void *)p};
+    return v;
+}
+
+/* Log key: entity | rowVersion (BE) | author. */
+static inline void log_key(uint8_t k[MESH_STORE_LOG_KEY_BYTES], const uint8_t entity[16],
+                           uint32_t rv, const uint8_t author[32])
+{
+    memcpy(k, entity, 16);
+    mesh_be32_put(k + 16, rv);
+    memcpy(k + 20, author, 32);
+}
+
+/* Writes a stream record (store.c). */
+int mesh_store_stream_put(mesh_txn *t, const mesh_stream *st);
+
+/* State record codec (merge.c). */
+int mesh_state_encode(const mesh_state *st, uint8_t *out, size_t cap, size_t *len);
+int mesh_state_decode(const uint8_t *p, size_t len, const uint8_t entity[16], mesh_state *st);
+#define MESH_STATE_BYTES_MAX                                                                      \
+    (8 + MESH_TYPE_BYTES_MAX + 4 + 44 + 1 + MESH_PARENTS_MAX * 16 + 1 + MESH_HEADS_MAX * 44)
+
+/* Writes `st` to the state, bytype and conflicts databases, replacing `old` (NULL if new), and
+ * keeps the deleted-entity counter (merge.c). */
+int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st);
+
+/* Merges one newly stored op into its entity's state (merge.c). */
+int mesh_state_apply(mesh_txn *t, const mesh_op *op);
+
+#endif
