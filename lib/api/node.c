@@ -146,7 +146,8 @@ int mesh_node_init(const char *dir, const mesh_init_opts *opts)
     if (rc != MESH_OK) return rc;
 
     mesh_store *s;
-    rc = mesh_store_open(storepath, true, 0, &s);
+    mesh_store_opts so = {.create = true};
+    rc = mesh_store_open(storepath, &so, &s);
     if (rc != MESH_OK) return rc;
     init_ctx c = {.scope = scope};
     rc = mesh_store_write(s, init_meta, &c);
@@ -193,7 +194,8 @@ int mesh_node_open(const char *dir, const mesh_open_opts *opts, mesh_node **out)
                       "'meshsync init --data %s'", dir, dir);
         goto fail;
     }
-    rc = mesh_store_open(storepath, false, opts ? opts->map_bytes_max : 0, &n->store);
+    mesh_store_opts so = {.map_bytes_max = opts ? opts->map_bytes_max : 0};
+    rc = mesh_store_open(storepath, &so, &n->store);
     if (rc == MESH_ENOTSTORE) {
         rc = mesh_err(MESH_ENOTSTORE, "%s is not a meshsync data directory (%s); create one with "
                       "'meshsync init --data %s'", dir, mesh_errmsg(), dir);

@@ -41,15 +41,16 @@ int mesh_lmdb_err(mesh_txn *t, int rc, const char *what)
     }
 }
 
-static int env_open(mesh_store *s, const char *dir)
+static int env_open(mesh_store *s, const char *dir, const mesh_store_opts *o)
 {
     int rc = mdb_env_create(&s->env);
     if (rc != 0) return mesh_lmdb_err(NULL, rc, "creating the LMDB environment");
     mdb_env_set_maxdbs(s->env, DB_COUNT + 4);
     /* A larger map recorded in the file wins over this; it only sizes new stores. */
-    mdb_env_set_mapsize(s->env, MESH_MAP_BYTES_INITIAL);
+    mdb_env_set_mapsize(s->env, o->map_bytes_initial ? o->map_bytes_initial
+                                                     : MESH_MAP_BYTES_INITIAL);
     /* NOTLS: read snapshots are not bound to threads (the daemon hands work between threads). */
-    rc = mdb_env_open(s->env, dir, MDB_NOTLS, 0600);
+    rc = mdb_env_open(s->env, dir, MDB_NOTLS | (o->no_sync ? MDB_NOSYNC : 0), 0600);
     if (rc != 0) {
         mdb_env_close(s->env);
         s->env = NULL;
@@ -102,8 +103,11 @@ static int init_fn(mesh_txn *t, void *ctx)
     return MESH_OK;
 }
 
-int mesh_store_open(const char *dir, bool create, uint64_t map_bytes_max, mesh_store **out)
+int mesh_store_open(const char *dir, const mesh_store_opts *opts, mesh_store **out)
 {
+    static const mesh_store_opts defaults;
+    const mesh_store_opts *o = opts ? opts : &defaults;
+    bool create = o->create;
     *out = NULL;
     char path[4200];
     struct stat st;
@@ -118,8 +122,8 @@ int mesh_store_open(const char *dir, bool create, uint64_t map_bytes_max, mesh_s
     mesh_store *s = calloc(1, sizeof *s);
     if (s == NULL) return mesh_err(MESH_ENOMEM, "out of memory opening %s", dir);
     snprintf(s->dir, sizeof s->dir, "%s", dir);
-    s->map_bytes_max = map_bytes_max ? map_bytes_max : MESH_MAP_BYTES_MAX;
-    int rc = env_open(s, dir);
+    s->map_bytes_max = o->map_bytes_max ? o->map_bytes_max : MESH_MAP_BYTES_MAX;
+    int rc = env_open(s, dir, o);
     if (rc == MESH_OK) rc = mesh_store_write(s, init_fn, &create);
     if (rc != MESH_OK) {
         mesh_store_close(s);

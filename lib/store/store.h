@@ -31,12 +31,19 @@ typedef struct mesh_txn mesh_txn;
 
 #define MESH_STORE_LOG_KEY_BYTES (MESH_UUID_BYTES + 4 + MESH_KEY_BYTES)
 
+typedef struct mesh_store_opts {
+    bool create;                 /* create a new store (MESH_EEXIST if one is there) */
+    bool no_sync;                /* skip fsync at commit: tests and simulations only */
+    uint64_t map_bytes_initial;  /* 0: MESH_MAP_BYTES_INITIAL */
+    uint64_t map_bytes_max;      /* 0: MESH_MAP_BYTES_MAX */
+} mesh_store_opts;
+
 /*
- * Opens (or with `create`, creates) the store in directory `dir`.
+ * Opens (or creates) the store in directory `dir`; `opts` may be NULL (open, durable).
  * Returns MESH_OK, MESH_ENOTSTORE (no store there, or not a meshsync store), MESH_EEXIST
  * (create over an existing store), MESH_EVERSION, MESH_EIO, MESH_ENOMEM.
  */
-int mesh_store_open(const char *dir, bool create, uint64_t map_bytes_max, mesh_store **out);
+int mesh_store_open(const char *dir, const mesh_store_opts *opts, mesh_store **out);
 void mesh_store_close(mesh_store *s);
 
 /* Runs fn in a write transaction and commits it durably. If LMDB reports the map full, the
