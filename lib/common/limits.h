@@ -66,6 +66,26 @@
 /* A remote HLC more than this ahead of our clock is not followed (clock skew guard). */
 #define MESH_HLC_SKEW_MAX_MS (3600ull * 1000)
 
+/* ---- Sync protocol (proto/PROTOCOL.md restates these; peers must agree) ---- */
+/* A frame (one ZeroMQ message): holds at least one maximal op; bounds a peer's per-frame memory. */
+#ifndef MESH_FRAME_BYTES_MAX
+#define MESH_FRAME_BYTES_MAX (1024u * 1024u)
+#endif
+/* Ops in one OPS frame: bounds decode work per frame. */
+#define MESH_FRAME_OPS_MAX 4096u
+/* Entries in a version vector (streams a node replicates): 16 devices x 8 scopes x 512 teams. */
+#define MESH_VECTOR_ENTRIES_MAX 65536u
+/* A session with no frame from the peer for this long fails; what arrived is kept. */
+#define MESH_SESSION_IDLE_MS_DEFAULT 30000u
+/* Received ops stored per transaction: large enough to amortise the fsync, small enough that a
+ * crash loses little and memory stays bounded (~10 MB). */
+#define MESH_INGEST_OPS_DEFAULT 10000u
+/* Sessions a node runs at once, and peers it tracks. */
+#define MESH_SESSIONS_MAX 16u
+#define MESH_PEERS_MAX 256u
+
+_Static_assert(MESH_FRAME_BYTES_MAX >= MESH_OP_BYTES_MAX + 4096, "a frame holds a maximal op");
+_Static_assert(MESH_INGEST_OPS_DEFAULT <= MESH_INGEST_BATCH_MAX, "ingest batch within limit");
 _Static_assert(MESH_OP_BYTES_MAX <= 16u * 1024u * 1024u, "an op must stay far below a frame");
 _Static_assert(MESH_BUNDLE_CHUNK_BYTES_MAX >= 2 * MESH_OP_BYTES_MAX, "a chunk holds an op");
 _Static_assert(MESH_HEADS_MAX >= 2, "a conflict needs two heads");
