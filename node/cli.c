@@ -115,6 +115,13 @@ void cli_hint(const char *fmt, ...)
     fputc('\n', stderr);
 }
 
+/* "Usage: meshsync put TYPE [ID] [--file FILE] [--data DIR] [--json]" */
+static void print_usage(const cli_command *cmd, FILE *f)
+{
+    fprintf(f, "Usage: meshsync %s%s%s%s\n", cmd->name, cmd->synopsis[0] ? " " : "",
+            cmd->synopsis, cmd->needs != CLI_NEEDS_NOTHING ? " [--data DIR] [--json]" : "");
+}
+
 int cli_usage_error(const cli_ctx *ctx, const char *fmt, ...)
 {
     va_list ap;
@@ -122,8 +129,9 @@ int cli_usage_error(const cli_ctx *ctx, const char *fmt, ...)
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "\nUsage: meshsync %s %s\nTry 'meshsync %s --help'.\n", ctx->cmd->name,
-            ctx->cmd->synopsis, ctx->cmd->name);
+    fputc('\n', stderr);
+    print_usage(ctx->cmd, stderr);
+    fprintf(stderr, "Try 'meshsync %s --help'.\n", ctx->cmd->name);
     return CLI_EXIT_USAGE;
 }
 
@@ -326,8 +334,8 @@ static void print_opt(FILE *f, const cli_opt *o, int dash_h)
 
 void cli_print_help(const cli_command *cmd, FILE *f)
 {
-    fprintf(f, "Usage: meshsync %s %s\n\n%s\n\n%s\n", cmd->name, cmd->synopsis, cmd->summary,
-            cmd->description);
+    print_usage(cmd, f);
+    fprintf(f, "\n%s\n\n%s\n", cmd->summary, cmd->description);
     fputs("\nOptions:\n", f);
     size_t n = opts_count(cmd);
     for (size_t i = 0; i < n; i++) print_opt(f, &cmd->opts[i], 0);

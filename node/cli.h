@@ -83,7 +83,10 @@ typedef struct cli_ctx cli_ctx;
 typedef struct cli_command {
     const char *name;         /* "put" */
     const char *summary;      /* one line for `meshsync help` */
-    const char *synopsis;     /* after "meshsync <name> ": "TYPE [ID] [--file FILE]" */
+    /* Arguments and command-specific options after "meshsync <name> ", "TYPE [ID] [--file FILE]";
+     * the usage line adds "[--data DIR] [--json]" to commands that use a node. Required
+     * arguments come first: usage errors name them from here. */
+    const char *synopsis;
     const char *description;  /* paragraphs, lines of at most 80 columns */
     const cli_opt *opts;      /* command-specific options (the common ones are added), or NULL */
     int args_min, args_max;   /* positional arguments */

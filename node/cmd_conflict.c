@@ -150,7 +150,7 @@ static int run_conflicts(cli_ctx *ctx)
 const cli_command cmd_conflicts = {
     .name = "conflicts",
     .summary = "List entities with concurrent edits to resolve.",
-    .synopsis = "[--data DIR] [--json]",
+    .synopsis = "",
     .description =
         "Lists every entity that has an open conflict: two or more saves made from the same\n"
         "version on different nodes, none of which knew of the other. For each, prints the\n"

@@ -27,7 +27,8 @@ static int run_init(cli_ctx *ctx)
     if (rc != MESH_OK) {
         int ec = cli_fail(ctx, rc);
         if (rc == MESH_EEXIST)
-            cli_hint("a node already exists at %s; use it, or choose another --data", ctx->data_dir);
+            cli_hint("a node already exists at %s; use it, or choose another --data",
+                     ctx->data_dir);
         return ec;
     }
     mesh_node *node = NULL;
@@ -59,7 +60,7 @@ static int run_init(cli_ctx *ctx)
 const cli_command cmd_init = {
     .name = "init",
     .summary = "Create a new node: an identity and an empty store.",
-    .synopsis = "[--scope CODE] [--types FILE] [--data DIR]",
+    .synopsis = "[--scope CODE] [--types FILE]",
     .description =
         "Creates a node in the data directory (created if missing, mode 0700): a fresh\n"
         "Ed25519 identity (identity.key, mode 0600), an empty store and the node's\n"
@@ -106,7 +107,7 @@ static int run_identity(cli_ctx *ctx)
 const cli_command cmd_identity = {
     .name = "identity",
     .summary = "Print the node's public key.",
-    .synopsis = "[--data DIR] [--json]",
+    .synopsis = "",
     .description =
         "Prints the node's Ed25519 public key as 64 lowercase hex characters. Other nodes\n"
         "see this key as the author of the node's saves, and 'meshsync resolve --pick'\n"
@@ -197,7 +198,7 @@ static int run_status(cli_ctx *ctx)
 const cli_command cmd_status = {
     .name = "status",
     .summary = "Show counts of entities, ops and conflicts, and the op-log digest.",
-    .synopsis = "[--data DIR] [--json]",
+    .synopsis = "",
     .description =
         "Prints what the node holds: entities (and how many are deleted), open conflicts,\n"
         "ops and the (author, scope) streams they belong to, ops pending an earlier op of\n"
