@@ -29,7 +29,7 @@ int mesh_body_from_json(const char *json, size_t len, mesh_buf *out);
  * terminating NUL). Returns MESH_OK, MESH_ECORRUPT, MESH_ENOMEM, MESH_ELIMIT. */
 int mesh_body_to_json(const uint8_t *buf, size_t len, mesh_buf *out);
 
-/* Looks up top-level string field `key` in a canonical body. On success *val/*val_len borrow
+/* Looks up top-level string field `key` in a canonical body. On success *val and *val_len borrow
  * from `buf`. Returns MESH_OK, MESH_ENOTFOUND (absent or not a string), MESH_ECORRUPT. */
 int mesh_body_get_str(const uint8_t *buf, size_t len, const char *key, const char **val,
                       size_t *val_len);
