@@ -42,9 +42,10 @@ static void reject(ingest *g, int code, const char *what)
     }
 }
 
+/* Sorts pointers: an item is ~1 KB, too big to move around in qsort. */
 static int item_cmp(const void *a, const void *b)
 {
-    const item *x = a, *y = b;
+    const item *x = *(item *const *)a, *y = *(item *const *)b;
     if (x->sid != y->sid) return x->sid < y->sid ? -1 : 1;
     if (x->op.seq != y->op.seq) return x->op.seq < y->op.seq ? -1 : 1;
     return x->idx < y->idx ? -1 : x->idx > y->idx;
@@ -148,7 +149,7 @@ static int apply_one(ingest *g, const mesh_stream *st, const item *it, bool *equ
     log_key(key, it->op.entity, it->op.row_version, it->op.author);
     MDB_val k = mval(key, sizeof key), v;
     v.mv_size = MESH_SIG_BYTES + it->rec.op_len;
-    int rc = mdb_put(g->t->txn, g->t->s->dbi[DB_LOG], &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
+    int rc = put_seq(g->t, DB_LOG, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
     if (rc == MDB_KEYEXIST) {
         /* The author already wrote this (entity, rowVersion) at another place in its streams. */
         *equivocation = true;
@@ -161,23 +162,24 @@ static int apply_one(ingest *g, const mesh_stream *st, const item *it, bool *equ
     uint8_t skey[16];
     pending_key(skey, st->sid, it->op.seq);
     MDB_val sk = mval(skey, 16), sv = mval(key, sizeof key);
-    rc = mdb_put(g->t->txn, g->t->s->dbi[DB_SOPS], &sk, &sv, 0);
+    rc = put_seq(g->t, DB_SOPS, &sk, &sv, 0);
     if (rc != 0) return mesh_lmdb_err(g->t, rc, "indexing an op");
     if (it->op.hlc > g->hlc_max) g->hlc_max = it->op.hlc;
     return mesh_state_apply(g->t, &it->op);
 }
 
-/* Processes the records of one stream, g_items[0..n) sorted by seq. */
-static int ingest_stream(ingest *g, item *gi, size_t n)
+/* Processes the records of one stream, gp[0..n) sorted by seq. */
+static int ingest_stream(ingest *g, item **gp, size_t n)
 {
+#define gi(i) (*gp[i])
     mesh_stream st;
-    int rc = mesh_store_stream_get(g->t, gi[0].sid, &st);
+    int rc = mesh_store_stream_get(g->t, gi(0).sid, &st);
     if (rc == MESH_ENOTFOUND) {
         memset(&st, 0, sizeof st);
-        st.sid = gi[0].sid;
-        memcpy(st.author, gi[0].op.author, MESH_KEY_BYTES);
-        memcpy(st.scope, gi[0].op.scope, gi[0].op.scope_len);
-        st.scope_len = gi[0].op.scope_len;
+        st.sid = gi(0).sid;
+        memcpy(st.author, gi(0).op.author, MESH_KEY_BYTES);
+        memcpy(st.scope, gi(0).op.scope, gi(0).op.scope_len);
+        st.scope_len = gi(0).op.scope_len;
         st.scope[st.scope_len] = '\0';
     } else if (rc != MESH_OK) {
         return rc;
@@ -196,13 +198,13 @@ static int ingest_stream(ingest *g, item *gi, size_t n)
     size_t i = 0;
     rc = MESH_OK;
     for (;;) {
-        while (i < n && gi[i].op.seq < expected) {
+        while (i < n && gi(i).op.seq < expected) {
             g->rep->duplicate++;
             i++;
         }
         item *next = NULL;
-        if (i < n && gi[i].op.seq == expected) {
-            next = &gi[i++];
+        if (i < n && gi(i).op.seq == expected) {
+            next = gp[i++];
             if (any_pending && (rc = pending_del(g, st.sid, expected)) != MESH_OK) break;
         } else if (any_pending) {
             rc = pending_load(g, st.sid, expected, &next);
@@ -240,11 +242,11 @@ static int ingest_stream(ingest *g, item *gi, size_t n)
 
     /* Everything beyond the gap waits. */
     for (; i < n; i++) {
-        if (i > 0 && gi[i].op.seq == gi[i - 1].op.seq) {
+        if (i > 0 && gi(i).op.seq == gi(i - 1).op.seq) {
             g->rep->duplicate++;
             continue;
         }
-        if ((rc = pending_park(g, &gi[i])) != MESH_OK) goto out;
+        if ((rc = pending_park(g, gp[i])) != MESH_OK) goto out;
     }
 
     /* Verify the chain link by link, then the signature at its end. */
@@ -297,6 +299,7 @@ out:
     free(loaded);
     free(run);
     return rc;
+#undef gi
 }
 
 int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest_mode mode,
@@ -326,14 +329,21 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
         it->sid = mesh_stream_id(it->op.author, it->op.scope, it->op.scope_len);
         m++;
     }
-    qsort(items, m, sizeof *items, item_cmp);
+    item **order = malloc(sizeof *order * (m ? m : 1));
+    if (order == NULL) {
+        free(items);
+        return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
+    }
+    for (size_t i = 0; i < m; i++) order[i] = &items[i];
+    qsort(order, m, sizeof *order, item_cmp);
     int rc = MESH_OK;
     for (size_t i = 0; i < m && rc == MESH_OK;) {
         size_t j = i + 1;
-        while (j < m && items[j].sid == items[i].sid) j++;
-        rc = ingest_stream(&g, items + i, j - i);
+        while (j < m && order[j]->sid == order[i]->sid) j++;
+        rc = ingest_stream(&g, order + i, j - i);
         i = j;
     }
+    free(order);
     free(items);
     if (rc == MESH_OK && g.hlc_max) {
         uint64_t seen;

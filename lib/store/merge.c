@@ -121,7 +121,7 @@ int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st)
     size_t len;
     mesh_state_encode(st, buf, sizeof buf, &len);
     MDB_val k = mval(st->entity, 16), v = mval(buf, len);
-    int rc = mdb_put(t->txn, t->s->dbi[DB_STATE], &k, &v, 0);
+    int rc = old ? mdb_put(t->txn, t->s->dbi[DB_STATE], &k, &v, 0) : put_seq(t, DB_STATE, &k, &v, 0);
     if (rc != 0) return mesh_lmdb_err(t, rc, "writing an entity's state");
 
     if (old == NULL || strcmp(old->type, st->type) != 0) {
@@ -135,7 +135,7 @@ int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st)
         }
         bytype_key(st->type, st->entity, key, &kl);
         MDB_val nk = mval(key, kl), nv = mval("", 0);
-        rc = mdb_put(t->txn, t->s->dbi[DB_BYTYPE], &nk, &nv, 0);
+        rc = put_seq(t, DB_BYTYPE, &nk, &nv, 0);
         if (rc != 0) return mesh_lmdb_err(t, rc, "updating the type index");
     }
     bool was = old != NULL && mesh_state_conflict(old), is = mesh_state_conflict(st);

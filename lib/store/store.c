@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 static const char *const DB_NAMES[DB_COUNT] = {
-    "log", "sops", "streams", "pending", "state", "bytype", "conflicts", "meta",
+    "log", "sops", "streams", "pending", "state", "bytype", "conflicts", "meta", "peers",
 };
 
 #define STORE_MAGIC "meshsync-store"
@@ -65,7 +65,9 @@ static int env_open(mesh_store *s, const char *dir, const mesh_store_opts *o)
 static int open_dbs(mesh_txn *t, bool create)
 {
     for (int i = 0; i < DB_COUNT; i++) {
-        int rc = mdb_dbi_open(t->txn, DB_NAMES[i], create ? MDB_CREATE : 0, &t->s->dbi[i]);
+        /* `peers` came after the first stores were made: create it in those when opened. */
+        unsigned flags = create || i == DB_PEERS ? MDB_CREATE : 0;
+        int rc = mdb_dbi_open(t->txn, DB_NAMES[i], flags, &t->s->dbi[i]);
         if (rc == MDB_NOTFOUND)
             return mesh_err(MESH_ENOTSTORE, "%s is an LMDB file but not a meshsync store (no '%s')",
                             t->s->dir, DB_NAMES[i]);
@@ -142,8 +144,8 @@ void mesh_store_close(mesh_store *s)
 
 static int txn_begin(mesh_store *s, unsigned flags, mesh_txn *t)
 {
+    memset(t, 0, sizeof *t);
     t->s = s;
-    t->map_full = false;
     int rc = mdb_txn_begin(s->env, NULL, flags, &t->txn);
     if (rc == MDB_MAP_RESIZED) {
         /* Another process grew the map: adopt its size and retry once. */

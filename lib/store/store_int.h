@@ -18,6 +18,7 @@ enum {
     DB_BYTYPE,
     DB_CONFLICTS,
     DB_META,
+    DB_PEERS,     /* per-peer sync state (peers.c); added after format 1 shipped */
     DB_COUNT
 };
 
@@ -33,7 +34,26 @@ struct mesh_txn {
     MDB_txn *txn;
     /* Set when an LMDB call reported the map full: mesh_store_write grows it and retries. */
     bool map_full;
+    /* Per database: appending failed once in this transaction, so stop trying (see put_seq). */
+    bool no_append[DB_COUNT];
 };
+
+/*
+ * Puts a key that is usually larger than every key in `db` (time-ordered UUIDv7 entities, stream
+ * sequence numbers). MDB_APPEND fills pages completely instead of splitting them in half, which
+ * halves the pages a bulk ingest writes; when a key is not the largest, LMDB refuses the append
+ * and we fall back to a normal put (and stop trying for the rest of the transaction).
+ * Returns an LMDB code.
+ */
+static inline int put_seq(mesh_txn *t, int db, MDB_val *k, MDB_val *v, unsigned flags)
+{
+    if (!t->no_append[db]) {
+        int rc = mdb_put(t->txn, t->s->dbi[db], k, v, flags | MDB_APPEND);
+        if (rc != MDB_KEYEXIST) return rc;
+        t->no_append[db] = true;
+    }
+    return mdb_put(t->txn, t->s->dbi[db], k, v, flags);
+}
 
 /* Translates an LMDB return code (non-zero) for the operation `what`. */
 int mesh_lmdb_err(mesh_txn *t, int rc, const char *what);
