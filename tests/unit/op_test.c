@@ -281,7 +281,7 @@ Test(op, rejects_structure_errors)
     cr_assert_eq(decode_spliced(&enc, 13, 3, (uint8_t[]){0xc4, 0x0f}, 2), MESH_ECORRUPT);
     /* every truncation fails cleanly */
     for (size_t n = 0; n < enc.len; n++)
-        cr_assert_neq(mesh_op_decode(enc.data, n, &b), MESH_OK, "prefix of %zu bytes", n);
+        if (mesh_op_decode(enc.data, n, &b) == MESH_OK) cr_assert_fail("prefix of %zu bytes", n);
     mesh_buf_fini(&enc);
 }
 
