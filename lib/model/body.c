@@ -23,9 +23,10 @@
 #include <msgpack.h>
 
 /* JSON text accepted by mesh_body_from_json. A body is at most MESH_OP_BYTES_MAX bytes of
- * msgpack; JSON spends more bytes on the same data (quotes, escapes, indentation), and jansson
- * holds the whole tree in memory while we convert it, so the text gets a bound of its own. */
-#define JSON_BYTES_MAX (4u * MESH_OP_BYTES_MAX)
+ * msgpack, and jansson holds the whole tree in memory while we convert it, so the text gets a
+ * bound of its own. mesh_body_to_json writes at most 6 bytes per body byte (a control character
+ * becomes \u00XX), so 8x keeps every body's JSON acceptable: the round trip never fails. */
+#define JSON_BYTES_MAX (8u * MESH_OP_BYTES_MAX)
 
 /* ---- Reading ------------------------------------------------------------------------------- */
 
