@@ -376,6 +376,10 @@ static int cmp_code(const void *a, const void *b)
 static void handle_localization(cs_server *srv, const cs_req *rq, cs_resp *rs, const void *arg)
 {
     (void)arg;
+    if (strcmp(rq->method, "POST") != 0 && strcmp(rq->method, "GET") != 0) {
+        cs_resp_error(rs, 405, "METHOD_NOT_ALLOWED", "%s accepts POST and GET", rq->path);
+        return;
+    }
     const char *locale = cs_req_query(rq, "locale"), *tenant = cs_req_query(rq, "tenantId");
     const char *module = cs_req_query(rq, "module"), *codes = cs_req_query(rq, "codes");
     if (!locale || !*locale || !tenant || !*tenant) {

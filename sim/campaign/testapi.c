@@ -105,6 +105,8 @@ static void handle_errors(cs_server *srv, const cs_req *rq, cs_resp *rs, const v
             json_decref(e);
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
+    if (cur)
+        mdb_cursor_close(cur); /* read-only transactions do not free their cursors */
     mdb_txn_abort(txn);
     if (rc && rc != MDB_NOTFOUND) {
         json_decref(list);
