@@ -397,9 +397,11 @@ static int open_node(cli_ctx *ctx)
     int rc = mesh_node_open(ctx->data_dir, NULL, &ctx->node);
     if (rc == MESH_OK) return CLI_EXIT_OK;
     ctx->node = NULL;
+    /* The hints are left out where the library's message already says what to do. */
     int ec = cli_fail(ctx, rc);
     switch (rc) {
     case MESH_ENOTSTORE:
+        if (cli_errmsg_has("meshsync init")) break;
         if (dir_is_absent_or_empty(ctx->data_dir))
             cli_hint("no node at %s; run 'meshsync init --data %s' first", ctx->data_dir,
                      ctx->data_dir);
@@ -408,6 +410,7 @@ static int open_node(cli_ctx *ctx)
                      ctx->data_dir);
         break;
     case MESH_EPERM:
+        if (cli_errmsg_has("chmod")) break;
         cli_hint("the identity key must be private: chmod 600 %s/identity.key", ctx->data_dir);
         break;
     case MESH_EVERSION:
@@ -530,17 +533,24 @@ int cli_read_body(const cli_ctx *ctx, const char *path, char **out, size_t *len)
     return CLI_EXIT_OK;
 }
 
-void cli_hint_json(const char *body, size_t len, const char *source)
+int cli_fail_body(const cli_ctx *ctx, int mesh_code, const char *body, size_t len,
+                  const char *path)
 {
-    json_error_t err;
-    json_t *v = json_loadb(body, len, JSON_DECODE_ANY, &err);
-    if (v == NULL) {
-        cli_hint("%s is not valid JSON: line %d, column %d: %s", source, err.line, err.column,
-                 err.text);
-        return;
-    }
-    if (!json_is_object(v)) cli_hint("%s holds JSON but not an object ({...})", source);
+    if (mesh_code != MESH_EINVAL || body == NULL) return cli_fail(ctx, mesh_code);
+    json_t *v = json_loadb(body, len, JSON_DECODE_ANY, NULL);
+    int body_at_fault = v == NULL || !json_is_object(v);
     json_decref(v);
+    if (!body_at_fault) return cli_fail(ctx, mesh_code);
+    const char *msg = mesh_errmsg();
+    if (msg == NULL || msg[0] == '\0') msg = mesh_strerror(mesh_code);
+    cli_error(ctx, "%s: %s", path && strcmp(path, "-") != 0 ? path : "stdin", msg);
+    return cli_exit_from_mesh(mesh_code);
+}
+
+int cli_errmsg_has(const char *text)
+{
+    const char *msg = mesh_errmsg();
+    return msg != NULL && strstr(msg, text) != NULL;
 }
 
 /* ---- JSON output --------------------------------------------------------------------------- */

@@ -150,9 +150,15 @@ int cli_read_body(const cli_ctx *ctx, const char *path, char **out, size_t *len)
 /* Larger than any op the library accepts, so the library's limit is the one users meet. */
 #define CLI_BODY_BYTES_MAX (16u * 1024u * 1024u)
 
-/* When a put/resolve body was refused as invalid, explains where the JSON is broken (if it is)
- * as a hint. */
-void cli_hint_json(const char *body, size_t len, const char *source);
+/* Reports a failed put/resolve of `body`, read from `path` (NULL or "-" for stdin). When the
+ * body itself is at fault (not JSON, not an object) the message is prefixed with where it came
+ * from: "meshsync: put: person.json: JSON error at line 3 ...". Returns the exit code. */
+int cli_fail_body(const cli_ctx *ctx, int mesh_code, const char *body, size_t len,
+                  const char *path);
+
+/* 1 if the library's message for the last failure contains `text`: a hint that would repeat
+ * what the library already said is left out. */
+int cli_errmsg_has(const char *text);
 
 /* ---- Output --------------------------------------------------------------------------------- */
 

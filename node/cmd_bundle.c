@@ -69,12 +69,10 @@ static int run_import(cli_ctx *ctx)
         else
             cli_fail(ctx, rc);
         int ec = cli_exit_from_mesh(rc);
-        if (ec == CLI_EXIT_CORRUPT)
-            cli_hint("nothing was imported: %s is damaged or was altered; export it again from "
-                     "the node that wrote it",
-                     path);
-        else if (rc != MESH_ENOTFOUND)
+        if (rc != MESH_ENOTFOUND && !cli_errmsg_has("nothing was stored"))
             cli_hint("nothing was imported from %s", path);
+        if (ec == CLI_EXIT_CORRUPT)
+            cli_hint("copy the bundle again, or export a new one on the node that wrote it");
         return ec;
     }
     if (ctx->json) {

@@ -211,10 +211,8 @@ static int run_resolve(cli_ctx *ctx)
     memset(&res, 0, sizeof res);
     int rc = mesh_resolve(ctx->node, id, body, len, pick, &res);
     if (rc != MESH_OK) {
-        int ec = cli_fail(ctx, rc);
-        if (rc == MESH_EINVAL && body)
-            cli_hint_json(body, len, file && strcmp(file, "-") ? file : "stdin");
-        if (rc == MESH_ECONFLICT)
+        int ec = cli_fail_body(ctx, rc, body, len, file);
+        if (rc == MESH_ECONFLICT && !cli_errmsg_has("meshsync conflicts"))
             cli_hint("'meshsync conflicts' lists the open conflicts and their heads' authors");
         free(body);
         return ec;

@@ -32,18 +32,14 @@ static void print_put_result(cli_ctx *ctx, const mesh_put_result *res, int delet
     }
 }
 
-/* Hints for the write errors a person can act on. */
+/* Hints for the write errors a person can act on, where the library's message does not already
+ * say what to do. */
 static void hint_write_error(int rc, const char *id)
 {
     switch (rc) {
-    case MESH_EDELETED:
-        cli_hint("deletes are final: a deleted entity cannot be changed; 'meshsync get %s "
-                 "--include-deleted' shows it",
-                 id ? id : "ID");
-        break;
     case MESH_ESTALE:
-        cli_hint("another save came first: 'meshsync get %s' shows the current rowVersion "
-                 "(or leave rowVersion out of the body)",
+        cli_hint("'meshsync get %s' shows the current rowVersion; or leave rowVersion out of the "
+                 "body to save over whatever is current",
                  id ? id : "ID");
         break;
     case MESH_ETYPE:
@@ -76,8 +72,7 @@ static int run_put(cli_ctx *ctx)
     memset(&res, 0, sizeof res);
     int rc = mesh_put(ctx->node, type, id, body, len, &res);
     if (rc != MESH_OK) {
-        ec = cli_fail(ctx, rc);
-        if (rc == MESH_EINVAL) cli_hint_json(body, len, file && strcmp(file, "-") ? file : "stdin");
+        ec = cli_fail_body(ctx, rc, body, len, file);
         hint_write_error(rc, id);
         free(body);
         return ec;
@@ -145,29 +140,13 @@ static int get_cb(const mesh_entity *e, void *arg)
     return 0;
 }
 
-/* Used after a failed get: did the entity exist but deleted? */
-static int probe_deleted_cb(const mesh_entity *e, void *arg)
-{
-    *(int *)arg = e->deleted;
-    return 0;
-}
-
 static int run_get(cli_ctx *ctx)
 {
     const char *id = ctx->args[0];
     unsigned flags = cli_opt_get(ctx, "include-deleted") ? MESH_GET_INCLUDE_DELETED : 0;
     get_state g = {.ctx = ctx};
     int rc = mesh_get(ctx->node, id, flags, get_cb, &g);
-    if (rc != MESH_OK) {
-        int ec = cli_fail(ctx, rc);
-        int deleted = 0;
-        if (rc == MESH_ENOTFOUND && flags == 0 &&
-            mesh_get(ctx->node, id, MESH_GET_INCLUDE_DELETED, probe_deleted_cb, &deleted) ==
-                MESH_OK &&
-            deleted)
-            cli_hint("%s is deleted; add --include-deleted to see it", id);
-        return ec;
-    }
+    if (rc != MESH_OK) return cli_fail(ctx, rc);
     if (!ctx->json && g.conflict)
         cli_hint("%s has an open conflict; 'meshsync conflicts' shows it, 'meshsync resolve' "
                  "settles it",
@@ -284,11 +263,7 @@ static int run_delete(cli_ctx *ctx)
     mesh_put_result res;
     memset(&res, 0, sizeof res);
     int rc = mesh_delete(ctx->node, id, &res);
-    if (rc != MESH_OK) {
-        int ec = cli_fail(ctx, rc);
-        if (rc == MESH_EDELETED) cli_hint("deletes are final; %s was already deleted", id);
-        return ec;
-    }
+    if (rc != MESH_OK) return cli_fail(ctx, rc);
     print_put_result(ctx, &res, 1);
     return CLI_EXIT_OK;
 }

@@ -9,7 +9,7 @@
 
 static const cli_opt init_opts[] = {
     {"scope", "CODE",
-     "Boundary code this node writes under, e.g. MZ/NAMPULA/ERATI/L01."},
+     "Boundary code this node writes under, e.g. MZ/NAMPULA/ERATI/L01 (default: \"default\")."},
     {"types", "FILE", "Entity-type configuration (JSON) to use instead of the DIGIT HCM types."},
     {NULL, NULL, NULL},
 };
@@ -24,13 +24,7 @@ static int run_init(cli_ctx *ctx)
         .types_path = cli_opt_get(ctx, "types"),
     };
     int rc = mesh_node_init(ctx->data_dir, &opts);
-    if (rc != MESH_OK) {
-        int ec = cli_fail(ctx, rc);
-        if (rc == MESH_EEXIST)
-            cli_hint("a node already exists at %s; use it, or choose another --data",
-                     ctx->data_dir);
-        return ec;
-    }
+    if (rc != MESH_OK) return cli_fail(ctx, rc);
     mesh_node *node = NULL;
     rc = mesh_node_open(ctx->data_dir, NULL, &node);
     if (rc != MESH_OK) return cli_fail(ctx, rc);
