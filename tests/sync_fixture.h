@@ -50,20 +50,24 @@ static MESH_UNUSED fx_rec fx_next(fx_author *a, size_t body_bytes)
     uint8_t *body = NULL;
     size_t body_len = 1;
     if (body_bytes > 8) {
-        /* {"p": "xxxx..."} as canonical msgpack: fixmap 1, fixstr "p", str8 or str16. */
+        /* {"p": "xxxx..."} as canonical msgpack: fixmap 1, fixstr "p", then the padding as a
+         * string in its shortest header. */
         size_t n = body_bytes - 6;
         body = malloc(6 + n);
         size_t h = 0;
         body[h++] = 0x81;
         body[h++] = 0xa1;
         body[h++] = 'p';
-        if (n <= 0xff) {
+        if (n <= 31) {
+            body[h++] = (uint8_t)(0xa0 | n);
+        } else if (n <= 0xff) {
             body[h++] = 0xd9;
+            body[h++] = (uint8_t)n;
         } else {
             body[h++] = 0xda;
             body[h++] = (uint8_t)(n >> 8);
+            body[h++] = (uint8_t)n;
         }
-        body[h++] = (uint8_t)n;
         memset(body + h, 'x', n);
         body_len = h + n;
     }

@@ -286,7 +286,7 @@ static int open_body(rd *r, const uint8_t *buf, size_t len, hd *top)
     r->p = buf;
     r->len = len;
     r->pos = 0;
-    if (buf == NULL && len != 0) return mesh_err(MESH_EINVAL, "body pointer is NULL");
+    if (buf == NULL && len != 0) return mesh_err(MESH_ECORRUPT, "body pointer is NULL");
     if (len > MESH_OP_BYTES_MAX)
         return mesh_err(MESH_ELIMIT, "body is %zu bytes; the limit is %u", len, MESH_OP_BYTES_MAX);
     int rc = head(r, top);
@@ -317,7 +317,7 @@ static int lookup(const uint8_t *buf, size_t len, const char *key, hd *val)
     rd r;
     hd top;
     int rc = open_body(&r, buf, len, &top);
-    if (rc != MESH_OK) return rc == MESH_ELIMIT ? MESH_ECORRUPT : rc;
+    if (rc != MESH_OK) return MESH_ECORRUPT;  /* an oversized body is corrupt here too */
     size_t klen = strlen(key);
     const uint8_t *prev = NULL;
     size_t prev_n = 0;

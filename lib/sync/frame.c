@@ -257,6 +257,7 @@ int mesh_frame_decode(const uint8_t *buf, size_t len, mesh_frame *f)
     if (len > MESH_FRAME_BYTES_MAX)
         return mesh_err(MESH_EPROTO, "frame of %zu bytes; the limit is %u", len,
                         MESH_FRAME_BYTES_MAX);
+    if (buf == NULL || len == 0) return mesh_err(MESH_EPROTO, "malformed frame: empty");
     reader r = {.p = buf, .end = buf + len, .start = buf};
     uint64_t n;
     int rc = rd_array(&r, &n, "frame array");
@@ -449,7 +450,7 @@ int mesh_frame_encode(const mesh_frame *f, mesh_buf *out)
 void mesh_frame_iter_init(mesh_frame_iter *it, const mesh_frame *f)
 {
     it->p = f->items;
-    it->end = f->items + f->items_len;
+    it->end = f->items ? f->items + f->items_len : NULL;
 }
 
 bool mesh_frame_next_entry(mesh_frame_iter *it, uint64_t *sid, uint64_t *seq)
