@@ -366,6 +366,16 @@ static int send_announcement(mesh_session *s, mesh_buf *out)
     return MESH_OK;
 }
 
+static int vector_copy(mesh_vector *dst, const mesh_vector *src)
+{
+    mesh_vector_clear(dst);
+    int rc = mesh_vector_reserve(dst, src->n);
+    if (rc != MESH_OK || src->n == 0) return rc;
+    memcpy(dst->e, src->e, src->n * sizeof *src->e);
+    dst->n = src->n;
+    return MESH_OK;
+}
+
 /* Starts a HELLO: a delta against what the peer holds of our vector when we know it and it is
  * smaller, else the full vector. */
 static int start_hello(mesh_session *s)
@@ -377,12 +387,7 @@ static int start_hello(mesh_session *s)
         if (rc == MESH_OK && s->ann.n < s->self.n) s->ann_flags = 0;
     }
     if (rc == MESH_OK && s->ann_flags == MESH_HELLO_FULL) {
-        mesh_vector_clear(&s->ann);
-        rc = mesh_vector_reserve(&s->ann, s->self.n);
-        if (rc == MESH_OK) {
-            memcpy(s->ann.e, s->self.e, s->self.n * sizeof *s->self.e);
-            s->ann.n = s->self.n;
-        }
+        rc = vector_copy(&s->ann, &s->self);
     }
     if (rc != MESH_OK) return rc;
     s->ann_type = MESH_FRAME_HELLO;
@@ -396,11 +401,8 @@ static int start_hello(mesh_session *s)
 
 static int start_vector(mesh_session *s)
 {
-    mesh_vector_clear(&s->ann);
-    int rc = mesh_vector_reserve(&s->ann, s->self.n);
+    int rc = vector_copy(&s->ann, &s->self);
     if (rc != MESH_OK) return rc;
-    memcpy(s->ann.e, s->self.e, s->self.n * sizeof *s->self.e);
-    s->ann.n = s->self.n;
     s->ann_type = MESH_FRAME_VECTOR;
     s->ann_version = s->version;
     s->ann_flags = 0;
