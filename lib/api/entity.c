@@ -66,9 +66,17 @@ static int draft_from_json(mesh_node *n, const char *type, const char *id, const
     mesh_buf_init(&d->body, MESH_OP_BYTES_MAX);
     if (type == NULL) return mesh_err(MESH_EINVAL, "no entity type given");
     d->type = mesh_types_find(n->types, type, strlen(type));
-    if (d->type == NULL)
-        return mesh_err(MESH_ETYPE, "entity type '%s' is not configured in %s/types.json "
-                        "('meshsync list --help' shows the configured types)", type, n->dir);
+    if (d->type == NULL) {
+        char known[512] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < mesh_types_count(n->types) && used < sizeof known; i++) {
+            int w = snprintf(known + used, sizeof known - used, "%s%s", i ? ", " : "",
+                             mesh_types_at(n->types, i)->name);
+            if (w > 0) used += (size_t)w;
+        }
+        return mesh_err(MESH_ETYPE, "entity type '%s' is not configured in %s/types.json; the "
+                        "configured types are: %s", type, n->dir, known);
+    }
     if (json == NULL) return mesh_err(MESH_EINVAL, "no JSON body given");
 
     mesh_buf raw;

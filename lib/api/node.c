@@ -77,6 +77,24 @@ static int write_file_atomic(const char *path, const char *data, size_t len)
     return MESH_OK;
 }
 
+/* mkdir -p: parents get 0755 like mkdir(1) would; the data directory itself 0700. */
+static int mkdir_parents(const char *dir)
+{
+    char p[4096];
+    if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p)
+        return mesh_err(MESH_EINVAL, "path too long: %s", dir);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST)
+            return mesh_err(MESH_EIO, "cannot create %s: %s", p, strerror(errno));
+        *s = '/';
+    }
+    if (mkdir(p, 0700) != 0 && errno != EEXIST)
+        return mesh_err(MESH_EIO, "cannot create %s: %s", p, strerror(errno));
+    return MESH_OK;
+}
+
 typedef struct init_ctx {
     const char *scope;
 } init_ctx;
@@ -132,9 +150,9 @@ int mesh_node_init(const char *dir, const mesh_init_opts *opts)
         return mesh_err(MESH_EEXIST, "%s already holds a meshsync node; use it, or choose another "
                         "directory", dir);
     }
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    if ((rc = mkdir_parents(dir)) != MESH_OK) {
         free(types_text);
-        return mesh_err(MESH_EIO, "cannot create %s: %s", dir, strerror(errno));
+        return rc;
     }
 
     mesh_identity id;

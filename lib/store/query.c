@@ -47,7 +47,7 @@ static int walk(mesh_txn *t, int db, const uint8_t *prefix, size_t plen,
     int out = MESH_OK;
     for (rc = mdb_cursor_get(c, &k, &v, plen ? MDB_SET_RANGE : MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0) break;
+        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)) break;
         if (k.mv_size < 16) {
             out = mesh_err(MESH_ECORRUPT, "an index key is damaged");
             break;
