@@ -46,22 +46,34 @@ typedef struct mesh_session_opts {
     void *filter_ctx;
 } mesh_session_opts;
 
-/* Returns MESH_OK, MESH_EINVAL, MESH_ENOMEM. */
+/* Reads this node's version vector and what it last agreed with the peer (lib/store/peers.h).
+ * Returns MESH_OK, MESH_EINVAL (no store, or a limit outside the protocol's: frame_bytes_max
+ * 256..MESH_FRAME_BYTES_MAX, frame_ops_max <= MESH_FRAME_OPS_MAX, ingest_batch_ops <=
+ * MESH_INGEST_BATCH_MAX), MESH_ELIMIT (the node holds more than MESH_VECTOR_ENTRIES_MAX streams),
+ * MESH_ENOMEM, MESH_EIO or MESH_ECORRUPT (reading the store). */
 int mesh_session_new(const mesh_session_opts *o, uint64_t now_ms, mesh_session **out);
+/* Frees the session. One still active first stores the ops it buffered (an interrupted session
+ * loses nothing it received). NULL is ignored. */
 void mesh_session_free(mesh_session *s);
 
 /*
  * Feeds one frame received from the peer. May ingest ops into the store.
  * Returns MESH_OK; MESH_EPROTO or MESH_EVERSION when the peer broke the protocol (the session
  * is now failed: call mesh_session_send() once more to get the ERROR frame for the peer, then
- * drop the session); MESH_ENOSPC or MESH_EIO when the local store failed (failed likewise).
+ * drop the session); MESH_ENOSPC or MESH_EIO when the local store failed (failed likewise);
+ * MESH_ECLOSED when the frame is the peer's ERROR (the session is failed, its code and message
+ * are in the stats; MESH_EVERSION instead if the peer reported a version mismatch) or when the
+ * session is already over. A frame already received (same frame number) is ignored: MESH_OK.
  */
 int mesh_session_recv(mesh_session *s, const uint8_t *frame, size_t len, uint64_t now_ms);
 
 /*
  * Writes the next frame to send into `out` (which it resets first; its cap must be at least
  * frame_bytes_max). Returns MESH_OK (a frame is in `out`), MESH_EAGAIN (nothing to send until a
- * frame arrives or the expiry passes), MESH_ECLOSED (the session is over: nothing more to send).
+ * frame arrives or the expiry passes), MESH_ECLOSED (the session is over: nothing more to send),
+ * MESH_EINVAL (out's cap is too small). MESH_EIO, MESH_ECORRUPT, MESH_ENOMEM or MESH_ELIMIT (an
+ * op larger than frame_bytes_max allows) when reading the local store failed: the session is
+ * failed, and the next call returns the ERROR frame for the peer.
  */
 int mesh_session_send(mesh_session *s, mesh_buf *out, uint64_t now_ms);
 
@@ -69,8 +81,9 @@ int mesh_session_send(mesh_session *s, mesh_buf *out, uint64_t now_ms);
  * UINT64_MAX if none. */
 uint64_t mesh_session_expiry(const mesh_session *s);
 
-/* Returns MESH_OK, or MESH_ETIMEDOUT when the peer went silent past the idle timeout (the session
- * is failed; what it received so far is stored). */
+/* Returns MESH_OK, or MESH_ETIMEDOUT when no frame went either way for the idle timeout (the
+ * session is failed; what it received so far is stored; the next send returns an ERROR frame,
+ * which the driver may send or drop). */
 int mesh_session_handle_expiry(mesh_session *s, uint64_t now_ms);
 
 typedef enum mesh_session_state {
@@ -82,6 +95,8 @@ typedef enum mesh_session_state {
 mesh_session_state mesh_session_state_get(const mesh_session *s);
 
 typedef struct mesh_session_stats {
+    /* ops_rejected: failed verification, or undecodable, refused by self_may_hold, or after a
+     * rejected op of the same stream in this session. */
     uint64_t ops_sent, ops_received, ops_applied, ops_duplicate, ops_rejected, ops_pending;
     uint64_t bytes_sent, bytes_received, frames_sent, frames_received;
     uint32_t round_trips;           /* request/response exchanges this side waited for */
