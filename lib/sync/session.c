@@ -84,6 +84,7 @@ struct mesh_session {
     bool vector_received;
     bool peer_known;
     mesh_vector peer;            /* the peer's full vector at its session start */
+    uint64_t recv_budget;        /* ops the peer can owe us: sum of (peer seq - our seq)+ */
 
     /* Sending ops. */
     plan_entry *plan;
@@ -673,6 +674,23 @@ static bool is_full_vector(const mesh_vector *v)
     return true;
 }
 
+/* The peer's vector is known: an honest peer sends at most the ops by which it is ahead of what
+ * we announced, which bounds the session whatever it sends. */
+static int peer_learned(mesh_session *s)
+{
+    s->peer_known = true;
+    uint64_t budget = 0;
+    for (size_t i = 0; i < s->peer.n; i++) {
+        uint64_t mine = mesh_vector_get(&s->self, s->peer.e[i].sid);
+        if (s->peer.e[i].seq > mine) budget += s->peer.e[i].seq - mine;
+    }
+    s->recv_budget = budget;
+    if (s->st.ops_received > budget)
+        return violation(s, MESH_EPROTO, "%llu ops arrived but its vector accounts for %llu",
+                         (unsigned long long)s->st.ops_received, (unsigned long long)budget);
+    return MESH_OK;
+}
+
 /* The whole announcement arrived: learn the peer's vector, or ask for the full one. */
 static int finish_announcement(mesh_session *s)
 {
@@ -692,18 +710,14 @@ static int finish_announcement(mesh_session *s)
         mesh_vector tmp = s->peer;
         s->peer = s->in_entries;
         s->in_entries = tmp;
-        s->peer_known = true;
-        return MESH_OK;
+        return peer_learned(s);
     }
     /* A delta: rebuild from our copy; any disagreement shows in the digest. */
     if (s->have_record) {
         int rc = mesh_vector_patch(&s->theirs_base, &s->in_entries, &s->peer);
         if (rc == MESH_OK) {
             mesh_vector_digest(&s->peer, d);
-            if (memcmp(d, s->in_digest, sizeof d) == 0) {
-                s->peer_known = true;
-                return MESH_OK;
-            }
+            if (memcmp(d, s->in_digest, sizeof d) == 0) return peer_learned(s);
         } else if (rc != MESH_ELIMIT) {
             return fail(s, rc, true);
         }
@@ -821,8 +835,13 @@ static int on_ops(mesh_session *s, const mesh_frame *f)
 {
     if (!s->hello_received) return violation(s, MESH_EPROTO, "OPS before HELLO");
     if (s->done_received) return violation(s, MESH_EPROTO, "OPS after DONE");
+    if (f->nitems == 0) return violation(s, MESH_EPROTO, "an empty OPS frame");
     s->ops_frames_received++;
     s->st.ops_received += f->nitems;
+    if (s->peer_known && s->st.ops_received > s->recv_budget)
+        return violation(s, MESH_EPROTO, "%llu ops arrived but its vector accounts for %llu",
+                         (unsigned long long)s->st.ops_received,
+                         (unsigned long long)s->recv_budget);
     int rc = MESH_OK;
     /* Keep each transaction within the batch and the buffer within its bytes. */
     if (s->nbuf > 0 && (s->nbuf + f->nitems > s->o.ingest_batch_ops ||

@@ -559,6 +559,33 @@ Test(session, out_of_order_frames)
     node_free(&b);
 }
 
+Test(session, more_ops_than_announced)
+{
+    node b, p;
+    node_new(&b, 2);
+    memset(p.pk, 9, 32);
+    fx_author x;
+    fx_author_init(&x, 52, "MZ/X");
+    fx_rec r[3];
+    for (int i = 0; i < 3; i++) r[i] = fx_next(&x, 0);
+    /* The peer announced seq 2 of its stream: a third op is beyond what it can owe us. */
+    script sc;
+    scripted_start(&sc, &b, &p, &x, 2);
+    cr_assert_eq(script_ops(&sc, r, 2), MESH_OK);
+    cr_assert_eq(script_ops(&sc, r + 2, 1), MESH_EPROTO);
+    expect_error_frame(&sc, (uint32_t)-MESH_EPROTO);
+    cr_assert_eq(fx_counts(b.st).ops, 2);  /* what verified before is kept */
+    mesh_session_free(sc.s);
+    script_fini(&sc);
+    /* An empty OPS frame is refused too: every frame must make progress. */
+    scripted_start(&sc, &b, &p, &x, 2);
+    cr_assert_eq(script_ops(&sc, r, 0), MESH_EPROTO);
+    mesh_session_free(sc.s);
+    script_fini(&sc);
+    for (int i = 0; i < 3; i++) fx_rec_free(&r[i]);
+    node_free(&b);
+}
+
 Test(session, wrong_version)
 {
     node b;
