@@ -4,6 +4,7 @@
  * deadline, delta HELLOs and the byte budgets of the bench goals.
  */
 #include <criterion/criterion.h>
+#include <time.h>
 
 #include "sync_fixture.h"
 #include "store/peers.h"
@@ -832,4 +833,33 @@ Test(session, goal_b_bytes)
 {
     const char *n = getenv("MESH_GOAL_B_OPS");
     shared_plus_ten(n ? (size_t)strtoull(n, NULL, 10) : 20000);
+}
+
+/* Throughput of one big one-way transfer (MESH_BULK_OPS, default 20,000 ops of ~300 bytes). */
+Test(session, bulk_one_way)
+{
+    const char *env = getenv("MESH_BULK_OPS");
+    size_t n = env ? (size_t)strtoull(env, NULL, 10) : 20000;
+    node a, b;
+    node_new(&a, 1);
+    node_new(&b, 2);
+    fx_author au[8];
+    for (uint32_t i = 0; i < 8; i++) {
+        char scope[16];
+        snprintf(scope, sizeof scope, "MZ/B%u", i);
+        fx_author_init(&au[i], 400 + i, scope);
+        fx_write(&a.st, 1, &au[i], n / 8, 300);
+    }
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    result r = sync_pair(&a, &b, NULL, false);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    fprintf(stderr, "bulk: %llu ops, %llu bytes in %.2f s: %.0f ops/s (no_sync stores)\n",
+            (unsigned long long)r.a.ops_sent, (unsigned long long)r.a.bytes_sent, s,
+            (double)r.a.ops_sent / s);
+    cr_assert_eq(r.b.ops_applied, (n / 8) * 8);
+    assert_same(&a, &b);
+    node_free(&a);
+    node_free(&b);
 }
