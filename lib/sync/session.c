@@ -173,6 +173,21 @@ static int ingest_fn(mesh_txn *t, void *ctx)
     return MESH_OK;
 }
 
+/* Notes (sid, seq) in an unsorted list. Ops of a stream arrive together, so merging with the
+ * last entry keeps the list near one entry per stream; a full list is compacted, and cannot
+ * overflow again because the streams received are bounded like a vector (on_ops). */
+static int note_stream(mesh_vector *v, uint64_t sid, uint64_t seq)
+{
+    if (v->n > 0 && v->e[v->n - 1].sid == sid) {
+        if (seq > v->e[v->n - 1].seq) v->e[v->n - 1].seq = seq;
+        return MESH_OK;
+    }
+    int rc = mesh_vector_append(v, sid, seq);
+    if (rc != MESH_ELIMIT) return rc;
+    mesh_vector_normalize(v);
+    return mesh_vector_append(v, sid, seq);
+}
+
 /* Stores the buffered records in one transaction. */
 static int flush(mesh_session *s)
 {
@@ -186,7 +201,7 @@ static int flush(mesh_session *s)
         recs[i].sig = p;
         recs[i].op = p + MESH_SIGNATURE_BYTES;
         recs[i].op_len = s->buf[i].op_len;
-        rc = mesh_vector_append(&s->scratch, s->buf[i].sid, s->buf[i].seq);
+        rc = note_stream(&s->scratch, s->buf[i].sid, s->buf[i].seq);
     }
     mesh_vector shorts;
     mesh_vector_init(&shorts);
@@ -794,7 +809,7 @@ static int note_received(mesh_session *s, uint64_t sid, uint64_t seq)
         if (seq > s->recv_max.e[i].seq) s->recv_max.e[i].seq = seq;
         return MESH_OK;
     }
-    return mesh_vector_append(&s->recv_new, sid, seq);
+    return note_stream(&s->recv_new, sid, seq);
 }
 
 static int merge_received(mesh_session *s)
