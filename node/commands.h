@@ -29,4 +29,9 @@ extern const cli_command cmd_resolve;
 extern const cli_command cmd_export;
 extern const cli_command cmd_import;
 
+/* cmd_run.c, cmd_sync.c, cmd_peers.c: the daemon and syncing over the network */
+extern const cli_command cmd_run;
+extern const cli_command cmd_sync;
+extern const cli_command cmd_peers;
+
 #endif

@@ -27,6 +27,9 @@ static const struct {
     {"Conflicts", &cmd_resolve},
     {"Moving data on files", &cmd_export},
     {"Moving data on files", &cmd_import},
+    {"Syncing over the network", &cmd_run},
+    {"Syncing over the network", &cmd_sync},
+    {"Syncing over the network", &cmd_peers},
     {"Help", &cmd_help},
 };
 

@@ -53,6 +53,24 @@ void mesh_identity_from_seed(mesh_identity *id, const uint8_t seed[32])
 
 void mesh_identity_wipe(mesh_identity *id) { sodium_memzero(id, sizeof *id); }
 
+int mesh_identity_curve(const mesh_identity *id, uint8_t pk[32], uint8_t sk[32])
+{
+    if (crypto_sign_ed25519_pk_to_curve25519(pk, id->pk) != 0)
+        return mesh_err(MESH_EINVAL, "the node's public key has no Curve25519 form");
+    if (crypto_sign_ed25519_sk_to_curve25519(sk, id->sk) != 0)
+        return mesh_err(MESH_EINVAL, "the node's secret key has no Curve25519 form");
+    return MESH_OK;
+}
+
+int mesh_pk_to_curve(const uint8_t ed_pk[32], uint8_t curve_pk[32])
+{
+    if (crypto_sign_ed25519_pk_to_curve25519(curve_pk, ed_pk) != 0)
+        return mesh_err(MESH_EINVAL, "not a valid Ed25519 public key");
+    return MESH_OK;
+}
+
+void mesh_wipe(void *p, size_t len) { sodium_memzero(p, len); }
+
 /* File format: "meshsync-identity-v1\n" then the 64-byte secret key (which embeds the public key)
  * as 128 hex characters and a newline. Text so that an operator can inspect and back it up. */
 static const char ID_MAGIC[] = "meshsync-identity-v1\n";

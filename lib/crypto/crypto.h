@@ -42,6 +42,17 @@ void mesh_identity_generate(mesh_identity *id);
 void mesh_identity_from_seed(mesh_identity *id, const uint8_t seed[32]);
 void mesh_identity_wipe(mesh_identity *id);
 
+/* The X25519 (Curve25519) key pair that the transport's CURVE handshake uses, derived from the
+ * Ed25519 identity so that a node has one key to back up and one public key to put on a roster.
+ * The caller wipes `sk` with mesh_wipe() when done. Returns MESH_OK or MESH_EINVAL (a key that
+ * does not map to Curve25519). */
+int mesh_identity_curve(const mesh_identity *id, uint8_t pk[32], uint8_t sk[32]);
+/* The X25519 public key that belongs to Ed25519 public key `ed_pk` (a roster entry). Returns
+ * MESH_OK or MESH_EINVAL (not a valid Ed25519 point). */
+int mesh_pk_to_curve(const uint8_t ed_pk[32], uint8_t curve_pk[32]);
+/* Zeroes `len` bytes of secret material in a way the compiler does not optimise away. */
+void mesh_wipe(void *p, size_t len);
+
 /* Writes the identity to `path` with mode 0600, atomically (temp file + rename), failing with
  * MESH_EEXIST if `path` exists. Returns MESH_OK, MESH_EEXIST, MESH_EIO. */
 int mesh_identity_save(const mesh_identity *id, const char *path);
