@@ -115,8 +115,8 @@ static int draft_from_json(mesh_node *n, const char *type, const char *id, const
         d->have_rv = true;
         d->rv = v;
     }
-    int64_t del;
-    if (mesh_body_get_int(raw.data, raw.len, "isDeleted", &del) == MESH_OK && del) {
+    bool del;
+    if (mesh_body_get_bool(raw.data, raw.len, "isDeleted", &del) == MESH_OK && del) {
         rc = mesh_err(MESH_EINVAL, "isDeleted cannot be set by a put; use 'meshsync delete'");
         goto out;
     }

@@ -365,6 +365,16 @@ int mesh_body_get_int(const uint8_t *buf, size_t len, const char *key, int64_t *
     return MESH_OK;
 }
 
+int mesh_body_get_bool(const uint8_t *buf, size_t len, const char *key, bool *val)
+{
+    hd h;
+    int rc = lookup(buf, len, key, &h);
+    if (rc != MESH_OK) return rc;
+    if (h.kind != K_BOOL) return mesh_err(MESH_ENOTFOUND, "body field '%s' is not a boolean", key);
+    *val = h.b;
+    return MESH_OK;
+}
+
 /* ---- Writing ------------------------------------------------------------------------------- */
 
 /* The packer's write callback: appends to a mesh_buf, keeps the first error, and stops a body

@@ -9,6 +9,7 @@
 #ifndef MESH_MODEL_BODY_H
 #define MESH_MODEL_BODY_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,6 +38,10 @@ int mesh_body_get_str(const uint8_t *buf, size_t len, const char *key, const cha
 /* Looks up top-level integer field `key`. Returns MESH_OK, MESH_ENOTFOUND (absent or not an
  * integer), MESH_ECORRUPT. */
 int mesh_body_get_int(const uint8_t *buf, size_t len, const char *key, int64_t *val);
+
+/* Looks up top-level boolean field `key`. Returns MESH_OK, MESH_ENOTFOUND (absent or not a
+ * boolean), MESH_ECORRUPT. */
+int mesh_body_get_bool(const uint8_t *buf, size_t len, const char *key, bool *val);
 
 /*
  * Appends to `out` a canonical copy of body `buf` without the top-level keys in `drop`
