@@ -467,6 +467,8 @@ static json_t *stats_json(json_t *o, const mesh_session_stats *st)
     json_object_set_new(o, "bytes_sent", json_integer((json_int_t)st->bytes_sent));
     json_object_set_new(o, "bytes_received", json_integer((json_int_t)st->bytes_received));
     json_object_set_new(o, "round_trips", json_integer((json_int_t)st->round_trips));
+    json_object_set_new(o, "frames_sent", json_integer((json_int_t)st->frames_sent));
+    json_object_set_new(o, "frames_received", json_integer((json_int_t)st->frames_received));
     return o;
 }
 
