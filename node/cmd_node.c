@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "commands.h"
+#include "daemon.h"
 
 /* ---- init ---------------------------------------------------------------------------------- */
 
@@ -169,6 +170,7 @@ static int run_status(cli_ctx *ctx)
         cli_json_u64(&j, st.store_bytes);
         cli_json_key(&j, "digest");
         cli_json_str(&j, st.digest);
+        daemon_status_section(ctx, &j);
         cli_json_object_close(&j);
         cli_json_end(&j);
         return CLI_EXIT_OK;
@@ -186,6 +188,7 @@ static int run_status(cli_ctx *ctx)
     fputs("store      ", f);
     print_bytes(f, st.store_bytes);
     fprintf(f, "\ndigest     %s\n", st.digest);
+    daemon_status_section(ctx, NULL);
     return CLI_EXIT_OK;
 }
 

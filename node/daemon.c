@@ -113,9 +113,11 @@ void daemon_print_peers(FILE *f, json_t *state)
         const char *st = "-";
         if (running) {
             json_t *sess = json_object_get(p, "session");
+            const char *ep = json_string_value(json_object_get(p, "endpoint"));
             st = json_is_object(sess) ? "syncing"
                  : json_is_true(json_object_get(p, "connected")) ? "connected"
-                                                                  : "away";
+                 : ep && ep[0] ? "away"
+                               : "inbound";
         }
         fprintf(f, "%.8s  %-26s  %-10s  %-12s  %-21s  %-21s  %s\n", key,
                 str(p, "endpoint", "(inbound)"), st, ago, sent, recv, str(p, "last_error", "-"));
@@ -128,6 +130,11 @@ void daemon_status_section(cli_ctx *ctx, cli_json *j)
     if (state == NULL) return;
     json_t *peers = json_object_get(state, "peers");
     int running = json_is_true(json_object_get(state, "running"));
+    if (!running && json_array_size(peers) == 0) {
+        /* A node that never ran a daemon: nothing to add. */
+        json_decref(state);
+        return;
+    }
     if (j) {
         cli_json_key(j, "network");
         char *text = json_dumps(state, JSON_COMPACT);

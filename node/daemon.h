@@ -28,7 +28,8 @@ void daemon_format_ago(uint64_t ms, char *out, size_t cap);
 /* Formats a byte count as "1.2 MiB". */
 void daemon_format_bytes(uint64_t n, char *out, size_t cap);
 
-/* The status command's peers section: a "network" key in JSON, or lines of text. */
+/* The status command's peers section: a "network" key in JSON (the shape of `peers --json`),
+ * or lines of text; nothing for a node that never ran a daemon. */
 void daemon_status_section(cli_ctx *ctx, cli_json *j);
 
 #endif

@@ -292,10 +292,17 @@ static peer *peer_add(mesh_loop *l, const uint8_t pk[32], unsigned src)
 
 static int peer_index(const mesh_loop *l, const peer *p) { return (int)(p - l->peers); }
 
+/* True if we may dial p: its address is known, and came from somewhere other than the cache
+ * unless the cache is in use. */
+static bool dialable(const mesh_loop *l, const peer *p)
+{
+    return p->endpoint[0] && (l->o.use_cache || (p->src & (SRC_STATIC | SRC_BEACON)));
+}
+
 /* Opens (or re-opens, if the address changed) the DEALER to a peer with a known endpoint. */
 static void peer_dial(mesh_loop *l, peer *p)
 {
-    if (p->endpoint[0] == '\0') return;
+    if (!dialable(l, p)) return;
     if (p->dealer.sock && strcmp(p->dealer.endpoint, p->endpoint) == 0) return;
     if (p->dealer.sock) {
         mesh_log_info("peer %s moved to %s", p->ks, p->endpoint);
@@ -1051,8 +1058,8 @@ static void load_cache(mesh_loop *l)
         peer *p = peer_add(l, pk, 0);
         if (p == NULL) continue;  /* no longer on the roster */
         const char *ep = json_string_value(json_object_get(e, "endpoint"));
-        if (l->o.use_cache && ep && ep[0] && p->endpoint[0] == '\0' &&
-            strlen(ep) < sizeof p->endpoint) {
+        /* Kept even when not dialled (use_cache off), so that saving does not forget it. */
+        if (ep && ep[0] && p->endpoint[0] == '\0' && strlen(ep) < sizeof p->endpoint) {
             strcopy(p->endpoint, sizeof p->endpoint, ep);
             p->src |= SRC_CACHE;
         }
@@ -1133,7 +1140,7 @@ static json_t *control_sync(mesh_loop *l, const char *endpoint, uint64_t connect
     } else {
         for (size_t i = 0; i < l->npeers_used; i++) {
             peer *p = &l->peers[i];
-            if (p->used && (p->dealer.sock || p->endpoint[0])) job_add_peer(l, j, p, -1);
+            if (p->used && (p->dealer.sock || dialable(l, p))) job_add_peer(l, j, p, -1);
         }
         for (size_t i = 0; i < l->nstatics; i++)
             if (!l->statics[i].resolved) job_add_peer(l, j, NULL, (int)i);
@@ -1365,7 +1372,7 @@ int mesh_loop_new(const mesh_loop_opts *o, mesh_loop **out)
             job_add_peer(l, j, p, (int)i);
         }
         for (size_t i = 0; i < l->npeers_used; i++)
-            if (l->peers[i].used && l->peers[i].endpoint[0]) job_add_peer(l, j, &l->peers[i], -1);
+            if (l->peers[i].used && dialable(l, &l->peers[i])) job_add_peer(l, j, &l->peers[i], -1);
         if (j->n == 0)
             snprintf(j->note, sizeof j->note, "no peers to sync with: give one with --peer "
                      "tcp://HOST:PORT, or start 'meshsync run' to find peers on the LAN");
