@@ -344,3 +344,30 @@ Test(mesh, bad_signature_rejected_and_stream_cut)
     pclose(p);
     cr_assert(strstr(buf, "rejected") != NULL, "peers does not show the rejection: %s", buf);
 }
+
+Test(mesh, loopback_broadcast_discovery)
+{
+    /* No --peer, no cache: three daemons on one host find each other by beacons broadcast on
+     * the loopback network (127.255.255.255; the discovery port is shared by all three). */
+    make_nodes(3, 3);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(nh_write_ops(daemons[i].dir, 100, NULL), MESH_OK, "%s", mesh_errmsg());
+    char dport[16];
+    snprintf(dport, sizeof dport, "%u", (unsigned)nh_free_port());
+    for (int i = 0; i < 3; i++) {
+        const char *extra[] = {"--broadcast", "127.255.255.255", "--discovery-port", dport,
+                               "--beacon-interval", "1", "--log-level", "debug", NULL};
+        cr_assert_eq(nh_daemon_start(&daemons[i], NULL, MESH_CLI, "127.0.0.1", extra), 0);
+    }
+    bool ok = wait_converged(7, 300, 60000);
+    if (!ok) dump_logs();
+    cr_assert(ok, "the daemons did not find each other by loopback broadcast");
+    assert_same_digest(7, 300);
+    for (int i = 0; i < 3; i++) {
+        uint64_t deadline = nh_now_ms() + 10000;
+        while (nh_now_ms() < deadline && !nh_file_contains(daemons[i].log, "(LAN beacon)"))
+            nh_sleep_ms(100);
+        cr_assert(nh_file_contains(daemons[i].log, "(LAN beacon)"), "node %c heard no beacon",
+                  'a' + i);
+    }
+}
