@@ -131,7 +131,11 @@ static int report(cli_ctx *ctx, json_t *job)
                        "error above and the daemon's log", (unsigned long long)rejected);
         return CLI_EXIT_CORRUPT;
     }
-    if (json_array_size(peers) == 0 && !ctx->json) return CLI_EXIT_NOTFOUND;
+    if (json_array_size(peers) == 0 && !ctx->json) {
+        const char *note = json_string_value(json_object_get(job, "note"));
+        cli_error(ctx, "nothing to sync: %s", note ? note : "no peers known");
+        return CLI_EXIT_NOTFOUND;
+    }
     if (failed > 0) {
         /* stdout is dropped on failure: the reasons go to stderr. */
         json_array_foreach(peers, i, p) {

@@ -128,6 +128,7 @@ typedef struct static_peer {
     uint64_t next_probe_mono;
     uint32_t probe_ivl_ms;
     bool warned;
+    bool announce;                   /* resolved from KEY@: still send one probe */
 } static_peer;
 
 typedef struct job_slot {
@@ -452,7 +453,7 @@ static void jobs_check(mesh_loop *l, uint64_t now)
                              l->statics[s->static_idx].endpoint);
                 else
                     snprintf(s->error, sizeof s->error, "could not connect within %u s",
-                             (unsigned)((j->deadline_mono - j->created_mono) / 1000));
+                             (unsigned)((j->deadline_mono - j->created_mono + 500) / 1000));
             }
             if (s->state == SLOT_WAITING || s->state == SLOT_RUNNING) all = false;
         }
@@ -634,6 +635,9 @@ static void session_end(mesh_loop *l, peer *p, const char *why, bool tell_peer)
     mesh_session_free(p->sess);
     p->sess = NULL;
     p->sid = 0;
+    /* A frame buffer grows to the frame limit (1 MiB); idle peers should not keep one. */
+    mesh_buf_fini(&p->out);
+    mesh_buf_init(&p->out, MESH_FRAME_BYTES_MAX);
     p->out_pending = false;
     p->blocked = false;
     MESH_ASSERT(l->active > 0);
@@ -917,7 +921,10 @@ static void probe_statics(mesh_loop *l, uint64_t now)
 {
     for (size_t i = 0; i < l->nstatics; i++) {
         static_peer *s = &l->statics[i];
-        if (s->resolved || now < s->next_probe_mono) continue;
+        /* A static peer given with its key is probed once anyway: the probe carries our port,
+         * so the peer learns where to dial us and can push its own changes. */
+        if ((s->resolved && !s->announce) || now < s->next_probe_mono) continue;
+        s->announce = false;
         if (mesh_discovery_probe(&l->disc, &s->addr) != MESH_OK && !s->warned) {
             mesh_log_warn("%s", mesh_errmsg());
             s->warned = true;
@@ -958,6 +965,7 @@ static int static_add(mesh_loop *l, const char *spec)
         if (p == NULL)
             return mesh_err(MESH_EPERM, "peer '%s': that key is not on the roster", spec);
         s->resolved = true;
+        s->announce = l->tr.port != 0;
         memcpy(s->pk, pk, 32);
         strcopy(p->endpoint, sizeof p->endpoint, s->endpoint);
     }
@@ -1399,9 +1407,13 @@ void mesh_loop_free(mesh_loop *l)
             if (p->sess) session_end(l, p, "this node is shutting down", true);
         }
         persist(l);
+        /* Give the CLOSE messages just queued a moment to leave. */
+        int linger = 200;
+        if (l->tr.router) zmq_setsockopt(l->tr.router, ZMQ_LINGER, &linger, sizeof linger);
         for (size_t i = 0; i < l->npeers_used; i++) {
             peer *p = &l->peers[i];
             if (!p->used) continue;
+            if (p->dealer.sock) zmq_setsockopt(p->dealer.sock, ZMQ_LINGER, &linger, sizeof linger);
             mesh_dealer_close(&p->dealer);
             mesh_buf_fini(&p->out);
         }
