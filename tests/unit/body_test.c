@@ -281,6 +281,8 @@ Test(body, lookups)
     cr_assert_eq(mesh_body_get_int(out.data, out.len, "u", &v), MESH_OK);
     cr_assert_eq(v, 7);
     cr_assert_eq(mesh_body_get_int(out.data, out.len, "f", &v), MESH_ENOTFOUND);
+    bool b;
+    cr_assert_eq(mesh_body_get_bool(out.data, out.len, "id", &b), MESH_ENOTFOUND);
     cr_assert_eq(mesh_body_get_int(out.data, out.len, "id", &v), MESH_ENOTFOUND);
     cr_assert_eq(mesh_body_get_str(out.data, out.len, "n", &s, &n), MESH_ENOTFOUND);
     cr_assert_eq(mesh_body_get_str(out.data, out.len, "missing", &s, &n), MESH_ENOTFOUND);
@@ -308,6 +310,18 @@ static void expect_json(const mesh_buf *b, const char *want)
     cr_assert(js.len == strlen(want) && memcmp(js.data, want, js.len) == 0, "got %.*s want %s",
               (int)js.len, js.data, want);
     mesh_buf_fini(&js);
+}
+
+Test(body, get_bool)
+{
+    cr_assert_eq(from_json("{\"isDeleted\":true,\"n\":false,\"z\":null}"), MESH_OK);
+    bool b = false;
+    cr_assert_eq(mesh_body_get_bool(out.data, out.len, "isDeleted", &b), MESH_OK);
+    cr_assert(b);
+    cr_assert_eq(mesh_body_get_bool(out.data, out.len, "n", &b), MESH_OK);
+    cr_assert(!b);
+    cr_assert_eq(mesh_body_get_bool(out.data, out.len, "z", &b), MESH_ENOTFOUND);
+    cr_assert_eq(mesh_body_get_bool(out.data, out.len, "absent", &b), MESH_ENOTFOUND);
 }
 
 Test(body, edit)
