@@ -1,5 +1,4 @@
 /* version.c - anchors the shared library; every layer is linked in whole. */
 #include "meshsync.h"
 
-const char *mesh_version(void);
 const char *mesh_version(void) { return MESH_VERSION_STRING; }

@@ -36,6 +36,9 @@ extern "C" {
 
 #define MESH_VERSION_STRING "0.1.0"
 
+/* The library's version string (MESH_VERSION_STRING of the build that made the library). */
+const char *mesh_version(void);
+
 /* ---- Error codes ------------------------------------------------------------------------ */
 
 enum {
