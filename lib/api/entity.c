@@ -235,6 +235,18 @@ static int load_op(mesh_txn *t, const uint8_t entity[16], const mesh_opref *ref,
     return mesh_op_decode(rec.op, rec.op_len, op);
 }
 
+/* Reads an entity's state, or fails with MESH_ENOTFOUND naming it. */
+static int state_or_notfound(mesh_txn *t, const uint8_t entity[16], mesh_state *st)
+{
+    int rc = mesh_store_state_get(t, entity, st);
+    if (rc == MESH_ENOTFOUND) {
+        char id[MESH_UUID_STR_LEN];
+        mesh_uuid_format(entity, id);
+        return mesh_err(MESH_ENOTFOUND, "no entity %s here", id);
+    }
+    return rc;
+}
+
 typedef struct del_ctx {
     mesh_node *n;
     uint8_t entity[16];
@@ -247,8 +259,7 @@ static int delete_fn(mesh_txn *t, void *vctx)
     mesh_state st;
     char id[MESH_UUID_STR_LEN];
     mesh_uuid_format(c->entity, id);
-    int rc = mesh_store_state_get(t, c->entity, &st);
-    if (rc == MESH_ENOTFOUND) return mesh_err(MESH_ENOTFOUND, "no entity %s here", id);
+    int rc = state_or_notfound(t, c->entity, &st);
     if (rc != MESH_OK) return rc;
     if (st.flags & MESH_STATE_DELETED) return deleted_error(t, &st);
     mesh_op cur;
@@ -358,8 +369,7 @@ static int get_fn(mesh_txn *t, void *vctx)
     mesh_state st;
     char id[MESH_UUID_STR_LEN];
     mesh_uuid_format(g->entity, id);
-    int rc = mesh_store_state_get(t, g->entity, &st);
-    if (rc == MESH_ENOTFOUND) return mesh_err(MESH_ENOTFOUND, "no entity %s here", id);
+    int rc = state_or_notfound(t, g->entity, &st);
     if (rc != MESH_OK) return rc;
     rc = emit_state(t, &st, &g->e);
     if (rc == MESH_OK && !g->e.found)
@@ -491,10 +501,7 @@ typedef struct hist_args {
 static int history_fn(mesh_txn *t, void *vctx)
 {
     hist_args *a = vctx;
-    char id[MESH_UUID_STR_LEN];
-    mesh_uuid_format(a->entity, id);
-    int rc = mesh_store_state_get(t, a->entity, &a->h.st);
-    if (rc == MESH_ENOTFOUND) return mesh_err(MESH_ENOTFOUND, "no entity %s here", id);
+    int rc = state_or_notfound(t, a->entity, &a->h.st);
     if (rc != MESH_OK) return rc;
     return mesh_store_entity_ops(t, a->entity, hist_op, &a->h);
 }
@@ -527,8 +534,7 @@ static int resolve_fn(mesh_txn *t, void *vctx)
     mesh_state st;
     char id[MESH_UUID_STR_LEN];
     mesh_uuid_format(c->entity, id);
-    int rc = mesh_store_state_get(t, c->entity, &st);
-    if (rc == MESH_ENOTFOUND) return mesh_err(MESH_ENOTFOUND, "no entity %s here", id);
+    int rc = state_or_notfound(t, c->entity, &st);
     if (rc != MESH_OK) return rc;
     if (st.flags & MESH_STATE_DELETED) return deleted_error(t, &st);
     if (!mesh_state_conflict(&st))
@@ -593,12 +599,7 @@ static int type_fn(mesh_txn *t, void *vctx)
 {
     type_ctx *c = vctx;
     mesh_state st;
-    int rc = mesh_store_state_get(t, c->entity, &st);
-    if (rc == MESH_ENOTFOUND) {
-        char id[MESH_UUID_STR_LEN];
-        mesh_uuid_format(c->entity, id);
-        return mesh_err(MESH_ENOTFOUND, "no entity %s here", id);
-    }
+    int rc = state_or_notfound(t, c->entity, &st);
     if (rc == MESH_OK) memcpy(c->type, st.type, sizeof c->type);
     return rc;
 }

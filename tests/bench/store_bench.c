@@ -75,19 +75,6 @@ static void generate(size_t n)
     nrecs = n;
 }
 
-typedef struct ing {
-    mesh_oprec *v;
-    size_t n;
-    mesh_ingest_report rep;
-} ing;
-
-static int ingest_fn(mesh_txn *t, void *ctx)
-{
-    ing *g = ctx;
-    memset(&g->rep, 0, sizeof g->rep);
-    return mesh_store_ingest(t, g->v, g->n, MESH_INGEST_PARTIAL, &g->rep);
-}
-
 static double bench_meshsync(size_t batch)
 {
     char *dir = tl_tmpdir("bench-ms");
@@ -99,9 +86,9 @@ static double bench_meshsync(size_t batch)
     for (size_t i = 0; i < nrecs; i += batch) {
         size_t n = nrecs - i < batch ? nrecs - i : batch;
         for (size_t j = 0; j < n; j++) v[j] = tl_rec_view(&recs[i + j]);
-        ing g = {.v = v, .n = n};
-        if (mesh_store_write(st, ingest_fn, &g) != MESH_OK || g.rep.applied != n) {
-            fprintf(stderr, "ingest failed: %s %s\n", mesh_errmsg(), g.rep.first_error_msg);
+        mesh_ingest_report rep;
+        if (tl_ingest(st, v, n, MESH_INGEST_PARTIAL, &rep) != MESH_OK || rep.applied != n) {
+            fprintf(stderr, "ingest failed: %s %s\n", mesh_errmsg(), rep.first_error_msg);
             abort();
         }
     }

@@ -149,19 +149,6 @@ static void generate(void)
 
 /* ---- Ingesting in random orders ---- */
 
-typedef struct ing {
-    mesh_oprec *v;
-    size_t n;
-    mesh_ingest_report rep;
-} ing;
-
-static int ingest_fn(mesh_txn *t, void *ctx)
-{
-    ing *g = ctx;
-    memset(&g->rep, 0, sizeof g->rep);
-    return mesh_store_ingest(t, g->v, g->n, MESH_INGEST_PARTIAL, &g->rep);
-}
-
 typedef struct fp_ctx {
     mesh_txn *t;
     mesh_hash_state h;
@@ -262,9 +249,10 @@ static fingerprint run_trial(const char *dir, rng *r, bool check_recompute)
     for (size_t i = 0; i < n;) {
         size_t b = 1 + below(r, below(r, 4) == 0 ? 200 : 20);
         if (b > n - i) b = n - i;
-        ing g = {.v = order + i, .n = b};
-        cr_assert_eq(mesh_store_write(st, ingest_fn, &g), MESH_OK, "%s", mesh_errmsg());
-        cr_assert_eq(g.rep.rejected, 0, "%s", g.rep.first_error_msg);
+        mesh_ingest_report rep;
+        cr_assert_eq(tl_ingest(st, order + i, b, MESH_INGEST_PARTIAL, &rep), MESH_OK, "%s",
+                     mesh_errmsg());
+        cr_assert_eq(rep.rejected, 0, "%s", rep.first_error_msg);
         i += b;
     }
     fingerprint fp;

@@ -33,29 +33,15 @@ static void teardown(void)
     tl_rmtree(dir);
 }
 
-typedef struct ing {
-    const mesh_oprec *recs;
-    size_t n;
-    mesh_ingest_mode mode;
-    mesh_ingest_report rep;
-} ing;
-
-static int ingest_fn(mesh_txn *t, void *ctx)
-{
-    ing *g = ctx;
-    memset(&g->rep, 0, sizeof g->rep); /* a retry after map growth starts over */
-    return mesh_store_ingest(t, g->recs, g->n, g->mode, &g->rep);
-}
-
 static mesh_ingest_report ingest(tl_rec *recs, size_t n, mesh_ingest_mode mode, int expect_rc)
 {
     mesh_oprec *v = calloc(n ? n : 1, sizeof *v);
     for (size_t i = 0; i < n; i++) v[i] = tl_rec_view(&recs[i]);
-    ing g = {.recs = v, .n = n, .mode = mode};
-    int rc = mesh_store_write(st, ingest_fn, &g);
+    mesh_ingest_report rep;
+    int rc = tl_ingest(st, v, n, mode, &rep);
     cr_assert_eq(rc, expect_rc, "ingest returned %d (%s), wanted %d", rc, mesh_errmsg(), expect_rc);
     free(v);
-    return g.rep;
+    return rep;
 }
 
 static int counts_fn(mesh_txn *t, void *ctx) { return mesh_store_counts_get(t, ctx); }
