@@ -7,29 +7,6 @@
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
-/* Ingests records in one write transaction; `rep` gets the counts of the last attempt (a map
- * growth retries the whole transaction). Returns the store's code. */
-typedef struct tl_ingest_ctx {
-    const mesh_oprec *v;
-    size_t n;
-    mesh_ingest_mode mode;
-    mesh_ingest_report *rep;
-} tl_ingest_ctx;
-
-static int tl_ingest_fn(mesh_txn *t, void *ctx)
-{
-    tl_ingest_ctx *c = ctx;
-    memset(c->rep, 0, sizeof *c->rep);
-    return mesh_store_ingest(t, c->v, c->n, c->mode, c->rep);
-}
-
-static TL_UNUSED int tl_ingest(mesh_store *st, const mesh_oprec *v, size_t n,
-                               mesh_ingest_mode mode, mesh_ingest_report *rep)
-{
-    tl_ingest_ctx c = {.v = v, .n = n, .mode = mode, .rep = rep};
-    return mesh_store_write(st, tl_ingest_fn, &c);
-}
-
 #endif
 #include <ftw.h>
 #include <stdio.h>
