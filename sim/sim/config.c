@@ -442,7 +442,8 @@ int sim_config_check(const sim_config *c, char *err, size_t errlen)
     return 0;
 }
 
-static void print_value(const sim_config *c, const key_def *k, FILE *out)
+/* exact: every digit a double needs to read back the same (replays); else the short form. */
+static void print_value(const sim_config *c, const key_def *k, FILE *out, bool exact)
 {
     const void *p = (const char *)c + k->off;
     switch (k->type) {
@@ -451,7 +452,7 @@ static void print_value(const sim_config *c, const key_def *k, FILE *out)
     case T_POLICY: fprintf(out, "%s", POLICY_NAMES[*(const int *)p]); break;
     case T_HEAL: fprintf(out, "%s", HEAL_NAMES[*(const int *)p]); break;
     case T_INJECT: fprintf(out, "%s", INJECT_NAMES[*(const int *)p]); break;
-    case T_DOUBLE: fprintf(out, "%.17g", *(const double *)p); break;
+    case T_DOUBLE: fprintf(out, exact ? "%.17g" : "%g", *(const double *)p); break;
     case T_U32: fprintf(out, "%u", *(const uint32_t *)p); break;
     case T_U64: fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)p); break;
     }
@@ -469,7 +470,7 @@ void sim_config_print_keys(FILE *out)
             section = k->section;
         }
         fprintf(out, "  %-22s default ", k->name);
-        print_value(&d, k, out);
+        print_value(&d, k, out, false);
         fprintf(out, "\n      %s\n", k->help);
     }
 }
@@ -484,7 +485,7 @@ void sim_config_write(const sim_config *c, FILE *out)
             section = k->section;
         }
         fprintf(out, "%s = ", k->name);
-        print_value(c, k, out);
+        print_value(c, k, out, true);
         fprintf(out, "\n");
     }
 }

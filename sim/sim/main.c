@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +172,35 @@ static void failed_list(uint32_t failed, char *out, size_t cap)
     }
 }
 
+/* What to print if the process dies during a run (an assertion in meshsync or here): the
+ * seed and the replay command, written by the signal handler with write(2). */
+static char crash_note[4096];
+static size_t crash_len;
+
+static void on_fatal(int sig)
+{
+    if (crash_len > 0) {
+        ssize_t r = write(STDOUT_FILENO, crash_note, crash_len);
+        (void)r;
+    }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void arm_crash_note(const cli *a, uint64_t seed)
+{
+    FILE *f = fmemopen(crash_note, sizeof crash_note, "w");
+    if (f == NULL) return;
+    fprintf(f, "\nFAILED: seed %" PRIu64 ": the process died during the run (see the message "
+            "above)\n", seed);
+    print_replay(f, a, seed);
+    long n = ftell(f);
+    fclose(f);
+    crash_len = n > 0 && (size_t)n < sizeof crash_note ? (size_t)n : 0;
+    static const int sigs[] = {SIGABRT, SIGSEGV, SIGBUS, SIGFPE, SIGILL};
+    for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) signal(sigs[i], on_fatal);
+}
+
 /* Runs one seed (twice with --determinism). Returns 0, EXIT_CHECK or EXIT_RUN. */
 static int run_seed(const cli *a, sim_config *c, uint64_t seed, bool swarm)
 {
@@ -183,6 +213,8 @@ static int run_seed(const cli *a, sim_config *c, uint64_t seed, bool swarm)
     o.plot_path = a->plot;
     o.progress = !a->quiet && !swarm && isatty(STDERR_FILENO) ? stderr : NULL;
     sim_result r;
+    fflush(stdout);
+    arm_crash_note(a, seed);
     int rc = sim_run(c, &o, &r);
     if (rc != 0 && r.failure[0]) {
         fprintf(stderr, "meshsync-sim: seed %" PRIu64 ": the run could not %s: %s\n", seed,

@@ -86,6 +86,13 @@ static void end_end(sim_world *w, sim_conn *c, int e)
         mesh_session_stats_get(c->s[e], &st);
         bool ok = mesh_session_state_get(c->s[e]) == MESH_SESSION_DONE;
         n->ops_rejected += st.ops_rejected;
+        if (ok && st.ops_pending > 0) {
+            /* Between honest peers a completed session carries each stream contiguously from
+             * what the receiver announced: nothing it brought can wait for a predecessor. */
+            sim_engine_error(w, "node %u: a session with node %u completed, but %llu of the ops "
+                             "it received wait for a predecessor the peer never sent",
+                             n->id, c->node[1 - e], (unsigned long long)st.ops_pending);
+        }
         if (ok) {
             n->sessions_ok++;
             if (e == 0) w->res->sessions_ok++;

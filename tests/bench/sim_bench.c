@@ -84,7 +84,7 @@ static void field_day(bool smoke)
 }
 
 /* Rounds to convergence of gossip-mesh at N nodes over `seeds` seeds. */
-static void gossip(uint32_t n, const char *fault, int seeds)
+static void gossip(uint32_t n, const char *fault, int seeds, bool goal)
 {
     char nodes[64], loss[64];
     snprintf(nodes, sizeof nodes, "topology.team_size=%u", n);
@@ -114,10 +114,14 @@ static void gossip(uint32_t n, const char *fault, int seeds)
         wall += r.wall_s;
         ran++;
     }
-    printf("; mean %.2f, worst %.0f, log2 N = %.2f (goal <= log2 N + 2 = %.2f: %s); %.1f s wall "
-           "per run\n",
-           ran ? sum / ran : 0, worst, log2n, log2n + 2, worst <= log2n + 2 ? "met" : "MISSED",
-           ran ? wall / ran : 0);
+    char verdict[64];
+    if (goal)
+        snprintf(verdict, sizeof verdict, "goal <= log2 N + 2 = %.2f: %s", log2n + 2,
+                 worst <= log2n + 2 ? "met" : "MISSED");
+    else
+        snprintf(verdict, sizeof verdict, "for comparison, no goal");
+    printf("; mean %.2f, worst %.0f, log2 N = %.2f (%s); %.1f s wall per run\n",
+           ran ? sum / ran : 0, worst, log2n, verdict, ran ? wall / ran : 0);
     fflush(stdout);
 }
 
@@ -136,11 +140,11 @@ int main(int argc, char **argv)
            smoke ? " --smoke" : "");
     field_day(smoke);
     if (smoke) {
-        gossip(20, "network.loss=0.1", 1);
+        gossip(20, "network.loss=0.1", 1, true);
     } else {
-        gossip(100, "network.loss=0.1", 5);
-        gossip(1000, "network.loss=0.1", 1);
-        gossip(100, "network.drop=0.1", 5);
+        gossip(100, "network.loss=0.1", 5, true);
+        gossip(1000, "network.loss=0.1", 1, true);
+        gossip(100, "network.drop=0.1", 5, false);
     }
     return failures ? 1 : 0;
 }
