@@ -155,7 +155,8 @@ static int via_daemon(cli_ctx *ctx, progress *pr, uint32_t connect_ms)
 {
     json_t *req = json_object();
     json_object_set_new(req, "cmd", json_string("sync"));
-    if (cli_opt_get(ctx, "peer")) json_object_set_new(req, "peer", json_string(cli_opt_get(ctx, "peer")));
+    const char *peer = cli_opt_get(ctx, "peer");
+    if (peer) json_object_set_new(req, "peer", json_string(peer));
     json_object_set_new(req, "connect_ms", json_integer(connect_ms));
     char *text = json_dumps(req, JSON_COMPACT);
     json_decref(req);

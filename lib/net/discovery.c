@@ -37,7 +37,8 @@ static void beacon_tag(const uint8_t team_key[32], const uint8_t *hdr_nonce, con
     memcpy(out, full, TAG_BYTES);
 }
 
-static void beacon_make(const mesh_discovery *d, mesh_beacon_kind kind, uint8_t out[MESH_BEACON_BYTES])
+static void beacon_make(const mesh_discovery *d, mesh_beacon_kind kind,
+                        uint8_t out[MESH_BEACON_BYTES])
 {
     memcpy(out, MAGIC, 4);
     out[4] = 1;

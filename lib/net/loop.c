@@ -235,7 +235,7 @@ static void peer_error(mesh_loop *l, peer *p, const char *msg)
     l->persist_dirty = true;
 }
 
-/* ---- Store generation -------------------------------------------------------------------------- */
+/* ---- Store generation ------------------------------------------------------------------------ */
 
 static int gen_fn(mesh_txn *t, void *ctx)
 {
@@ -255,7 +255,7 @@ static uint64_t store_gen(mesh_loop *l)
     return g;
 }
 
-/* ---- Peers ------------------------------------------------------------------------------------ */
+/* ---- Peers ----------------------------------------------------------------------------------- */
 
 static peer *peer_find(mesh_loop *l, const uint8_t pk[32])
 {
@@ -329,7 +329,7 @@ static void peer_want(mesh_loop *l, peer *p, const char *why)
     (void)l;
 }
 
-/* ---- Jobs (manual syncs) ----------------------------------------------------------------------- */
+/* ---- Jobs (manual syncs) --------------------------------------------------------------------- */
 
 static job *job_new(mesh_loop *l)
 {
@@ -486,8 +486,8 @@ static json_t *job_json(mesh_loop *l, const job *j)
     json_t *o = json_object();
     json_object_set_new(o, "job", json_integer(j->id));
     json_object_set_new(o, "done", json_boolean(j->done));
-    json_object_set_new(o, "elapsed_ms",
-                        json_integer((json_int_t)((j->done ? j->done_mono : now) - j->created_mono)));
+    uint64_t elapsed = (j->done ? j->done_mono : now) - j->created_mono;
+    json_object_set_new(o, "elapsed_ms", json_integer((json_int_t)elapsed));
     if (j->note[0]) json_object_set_new(o, "note", json_string(j->note));
     json_t *arr = json_array();
     for (size_t i = 0; i < j->n; i++) {
@@ -511,8 +511,8 @@ static json_t *job_json(mesh_loop *l, const job *j)
             mesh_session_stats_get(l->peers[s->peer].sess, &st);
         stats_json(e, &st);
         uint64_t end = s->ended_mono ? s->ended_mono : now;
-        json_object_set_new(e, "duration_ms",
-                            json_integer(s->started_mono ? (json_int_t)(end - s->started_mono) : 0));
+        uint64_t dur = s->started_mono ? end - s->started_mono : 0;
+        json_object_set_new(e, "duration_ms", json_integer((json_int_t)dur));
         json_object_set_new(e, "error", s->error[0] ? json_string(s->error) : json_null());
         json_array_append_new(arr, e);
     }
@@ -520,7 +520,7 @@ static json_t *job_json(mesh_loop *l, const job *j)
     return o;
 }
 
-/* ---- Sessions ---------------------------------------------------------------------------------- */
+/* ---- Sessions -------------------------------------------------------------------------------- */
 
 static void *session_sock(mesh_loop *l, peer *p)
 {
@@ -626,8 +626,11 @@ static void session_end(mesh_loop *l, peer *p, const char *why, bool tell_peer)
     }
     if (st.ops_rejected > 0) {
         char msg[400];
-        snprintf(msg, sizeof msg, "rejected %" PRIu64 " ops from %s: %s", st.ops_rejected,
-                 p->ks, st.error_msg[0] ? st.error_msg : "invalid ops");
+        const char *reason = st.error_msg[0] ? st.error_msg
+                                             : "they failed verification (bad signature or "
+                                               "broken hash chain)";
+        snprintf(msg, sizeof msg, "rejected %" PRIu64 " ops from %s: %s", st.ops_rejected, p->ks,
+                 reason);
         peer_error(l, p, msg);
         mesh_log_error("%s; nothing after the first bad op of that stream was stored", msg);
     }
@@ -723,7 +726,7 @@ static void schedule(mesh_loop *l, uint64_t now)
     if (n) l->rr = (l->rr + 1) % n;
 }
 
-/* ---- Messages from the ROUTER (sessions peers started) and DEALERs (sessions we started) ------- */
+/* ---- Messages from the ROUTER (sessions peers started) and DEALERs (sessions we started) ----- */
 
 static void on_router_msg(mesh_loop *l, mesh_wire_msg *m, uint64_t now)
 {
@@ -849,7 +852,7 @@ static void on_dealer_event(mesh_loop *l, peer *p, mesh_dealer_ev ev, uint64_t n
     }
 }
 
-/* ---- Discovery --------------------------------------------------------------------------------- */
+/* ---- Discovery ------------------------------------------------------------------------------- */
 
 static void on_discovered(mesh_loop *l, const mesh_discovered *d, uint64_t now)
 {
@@ -897,10 +900,10 @@ static void on_discovered(mesh_loop *l, const mesh_discovered *d, uint64_t now)
             l->persist_dirty = true;
         }
     }
+    uint64_t beacon_ms = l->o.beacon_interval_ms ? l->o.beacon_interval_ms
+                                                 : MESH_BEACON_INTERVAL_MS_DEFAULT;
     bool away = p->last_seen_mono == 0 ||
-                now - p->last_seen_mono > (uint64_t)PEER_AWAY_BEACONS *
-                                              (l->o.beacon_interval_ms ? l->o.beacon_interval_ms
-                                                                       : MESH_BEACON_INTERVAL_MS_DEFAULT);
+                now - p->last_seen_mono > (uint64_t)PEER_AWAY_BEACONS * beacon_ms;
     p->last_seen_ms = wall_ms(l);
     p->last_seen_mono = now;
     peer_dial(l, p);
@@ -972,7 +975,7 @@ static int static_add(mesh_loop *l, const char *spec)
     return (int)(l->nstatics - 1);
 }
 
-/* ---- Persistence of peers (the last-known peers cache and per-peer stats) ---------------------- */
+/* ---- Persistence of peers (the last-known peers cache and per-peer stats) -------------------- */
 
 static json_t *peer_json(const mesh_loop *l, const peer *p, bool live)
 {
@@ -996,7 +999,8 @@ static json_t *peer_json(const mesh_loop *l, const peer *p, bool live)
     json_object_set_new(o, "bytes_sent", json_integer((json_int_t)p->bytes_sent));
     json_object_set_new(o, "bytes_received", json_integer((json_int_t)p->bytes_received));
     json_object_set_new(o, "ops_rejected", json_integer((json_int_t)p->ops_rejected));
-    json_object_set_new(o, "last_error", p->last_error[0] ? json_string(p->last_error) : json_null());
+    json_object_set_new(o, "last_error",
+                        p->last_error[0] ? json_string(p->last_error) : json_null());
     json_object_set_new(o, "last_error_ms", json_integer((json_int_t)p->last_error_ms));
     if (live) {
         json_object_set_new(o, "connected", json_boolean(p->connected));
@@ -1087,7 +1091,7 @@ static void load_cache(mesh_loop *l)
     json_decref(root);
 }
 
-/* ---- Control socket ---------------------------------------------------------------------------- */
+/* ---- Control socket -------------------------------------------------------------------------- */
 
 static json_t *daemon_json(mesh_loop *l)
 {
@@ -1541,11 +1545,14 @@ int mesh_loop_run(mesh_loop *l)
         if (l->once_job >= 0 && l->jobs[l->once_job].done) break;
         size_t n = 0;
         enum { IT_ROUTER = -1, IT_ZAP = -2, IT_CONTROL = -3, IT_BCAST = -4, IT_UCAST = -5 };
-        if (l->tr.router) items[n] = (zmq_pollitem_t){l->tr.router, 0, ZMQ_POLLIN, 0}, owner[n++] = IT_ROUTER;
-        if (l->zap_on) items[n] = (zmq_pollitem_t){l->zap.sock, 0, ZMQ_POLLIN, 0}, owner[n++] = IT_ZAP;
-        if (l->control) items[n] = (zmq_pollitem_t){l->control, 0, ZMQ_POLLIN, 0}, owner[n++] = IT_CONTROL;
-        if (l->disc.bcast_fd >= 0) items[n] = (zmq_pollitem_t){NULL, l->disc.bcast_fd, ZMQ_POLLIN, 0}, owner[n++] = IT_BCAST;
-        if (l->disc.ucast_fd >= 0) items[n] = (zmq_pollitem_t){NULL, l->disc.ucast_fd, ZMQ_POLLIN, 0}, owner[n++] = IT_UCAST;
+#define ADD_ITEM(sock, fd, who) \
+    (items[n] = (zmq_pollitem_t){(sock), (fd), ZMQ_POLLIN, 0}, owner[n++] = (who))
+        if (l->tr.router) ADD_ITEM(l->tr.router, 0, IT_ROUTER);
+        if (l->zap_on) ADD_ITEM(l->zap.sock, 0, IT_ZAP);
+        if (l->control) ADD_ITEM(l->control, 0, IT_CONTROL);
+        if (l->disc.bcast_fd >= 0) ADD_ITEM(NULL, l->disc.bcast_fd, IT_BCAST);
+        if (l->disc.ucast_fd >= 0) ADD_ITEM(NULL, l->disc.ucast_fd, IT_UCAST);
+#undef ADD_ITEM
         for (size_t i = 0; i < l->npeers_used; i++) {
             peer *p = &l->peers[i];
             if (!p->used || p->dealer.sock == NULL) continue;

@@ -29,7 +29,8 @@ static int zerr(const char *what, const char *endpoint)
 
 static int setopt_int(void *s, int opt, int v)
 {
-    return zmq_setsockopt(s, opt, &v, sizeof v) == 0 ? MESH_OK : zerr("setting a socket option", "");
+    if (zmq_setsockopt(s, opt, &v, sizeof v) != 0) return zerr("setting a socket option", "");
+    return MESH_OK;
 }
 
 /* Options every peer socket shares: bounded queues, bounded messages, no linger at close (a

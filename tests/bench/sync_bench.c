@@ -335,7 +335,8 @@ int main(int argc, char **argv)
     size_t raw_count = (size_t)(ra.bytes_received / frame_size) + 1;
     double raw_s = raw_curve(frame_size, raw_count);
     double raw_mb_s = (double)raw_count * (double)frame_size / 1e6 / raw_s;
-    double raw_ops_s = (double)raw_count * (double)frame_size / ((double)ra.bytes_received / (double)ra.ops_applied) / raw_s;
+    double bytes_per_op = (double)ra.bytes_received / (double)ra.ops_applied;
+    double raw_ops_s = (double)raw_count * (double)frame_size / bytes_per_op / raw_s;
 
     /* (b) 100,000 shared, 10 new on each side */
     pair b;

@@ -66,7 +66,8 @@ static const char *cannot_make_namespaces(void)
 static void make_network(void)
 {
     for (int i = 0; i <= NS_NODES; i++)
-        snprintf(ns[i], sizeof ns[i], "msn%d%c", (int)getpid() % 100000, i < NS_NODES ? 'a' + i : 'z');
+        snprintf(ns[i], sizeof ns[i], "msn%d%c", (int)getpid() % 100000,
+                 i < NS_NODES ? 'a' + i : 'z');
     const char *br = ns[NS_NODES];
     cr_assert_eq(sh("ip netns add %s", br), 0);
     exists[NS_NODES] = true;
@@ -76,7 +77,8 @@ static void make_network(void)
         cr_assert_eq(sh("ip netns add %s", ns[i]), 0);
         exists[i] = true;
         /* veth pair created straight between the node's and the bridge's namespaces. */
-        cr_assert_eq(sh("ip -n %s link add eth0 type veth peer name p%d netns %s", ns[i], i, br), 0);
+        cr_assert_eq(sh("ip -n %s link add eth0 type veth peer name p%d netns %s", ns[i], i, br),
+                     0);
         cr_assert_eq(sh("ip -n %s link set p%d master br0", br, i), 0);
         cr_assert_eq(sh("ip -n %s link set p%d up", br, i), 0);
         cr_assert_eq(sh("ip -n %s addr add 10.99.0.%d/24 dev eth0", ns[i], i + 1), 0);
