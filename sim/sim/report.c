@@ -321,6 +321,7 @@ static void polyline(FILE *f, const sim_world *w, double tmax, int which, const 
     fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\" points=\"", color);
     for (uint32_t i = 0; i < w->nsamples; i++) {
         const sim_sample *s = &w->samples[i];
+        if (s->ops_created == 0) continue;   /* nothing to hold or deliver yet */
         double v = which == 0   ? s->coverage
                    : which == 1 ? (double)s->nodes_complete / (w->nnodes ? w->nnodes : 1)
                                 : (s->ops_created ? (double)s->ops_delivered / s->ops_created : 1);
@@ -357,7 +358,7 @@ int sim_write_plot(sim_world *w, const char *path)
                     x0, PH - MB + 32, x1 - x0 + 0.2);
     }
     double dur = w->cfg.duration_s;
-    if (dur < tmax)
+    if (dur < tmax && (tmax - dur) / tmax > 0.02)
         fprintf(f, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"#eeeeee\"/>"
                 "<text x=\"%.1f\" y=\"%.1f\" fill=\"#777\">settling</text>\n",
                 px(dur, tmax), MT, px(tmax, tmax) - px(dur, tmax), PH - MT - MB,
@@ -369,9 +370,10 @@ int sim_write_plot(sim_world *w, const char *path)
                 "<text x=\"%.0f\" y=\"%.1f\" text-anchor=\"end\">%.1f</text>\n",
                 ML, py(v), PW - MR, py(v), ML - 6, py(v) + 4, v);
     }
-    double span = tmax / unit, step = pow(10, floor(log10(span)));
-    if (span / step < 4) step /= 2;
-    if (span / step > 10) step *= 2;
+    /* About eight ticks, every 1, 2 or 5 x 10^k units. */
+    double span = tmax / unit, raw = span / 8, mag = pow(10, floor(log10(raw)));
+    double norm = raw / mag;
+    double step = (norm < 1.5 ? 1 : norm < 3.5 ? 2 : norm < 7.5 ? 5 : 10) * mag;
     for (double t = 0; t <= span + 1e-9; t += step) {
         double x = px(t * unit, tmax);
         fprintf(f, "<line x1=\"%.1f\" y1=\"%.0f\" x2=\"%.1f\" y2=\"%.0f\" stroke=\"#ddd\"/>"
