@@ -271,9 +271,13 @@ int sim_write_timeline(sim_world *w, const char *path)
     }
     size_t len = strlen(path);
     bool json = len >= 5 && strcmp(path + len - 5, ".json") == 0;
-    if (json) fprintf(f, "{\"scenario\":\"%s\",\"seed\":%llu,\"nodes\":%u,\"samples\":[\n",
-                      w->cfg.name, (unsigned long long)w->cfg.seed, w->nnodes);
-    else fprintf(f, "t_s,ops_created,coverage,nodes_complete,nodes_up,sessions_active,"
+    if (json) {
+        fprintf(f, "{\"scenario\":");
+        json_str(f, w->cfg.name);
+        fprintf(f, ",\"seed\":%llu,\"nodes\":%u,\"samples\":[\n",
+                (unsigned long long)w->cfg.seed, w->nnodes);
+    }
+    if (!json) fprintf(f, "t_s,ops_created,coverage,nodes_complete,nodes_up,sessions_active,"
                     "sessions_total,frames_sent,bytes_sent,ops_delivered,uplink_up,"
                     "partitions_open\n");
     for (uint32_t i = 0; i < w->nsamples; i++) {
@@ -344,8 +348,14 @@ int sim_write_plot(sim_world *w, const char *path)
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
             "font-family=\"sans-serif\" font-size=\"12\">\n", PW, PH);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"24\" font-size=\"16\">meshsync-sim: %s, seed %llu, %u "
-            "nodes</text>\n", ML, w->cfg.name, (unsigned long long)w->cfg.seed, w->nnodes);
+    fprintf(f, "<text x=\"%.0f\" y=\"24\" font-size=\"16\">meshsync-sim: ", ML);
+    for (const char *p = w->cfg.name; *p; p++) {
+        if (*p == '<') fputs("&lt;", f);
+        else if (*p == '>') fputs("&gt;", f);
+        else if (*p == '&') fputs("&amp;", f);
+        else fputc(*p, f);
+    }
+    fprintf(f, ", seed %llu, %u nodes</text>\n", (unsigned long long)w->cfg.seed, w->nnodes);
     /* Shading: uplink up (from the samples), settling. */
     for (uint32_t i = 0; i + 1 < w->nsamples; i++) {
         const sim_sample *s = &w->samples[i];
