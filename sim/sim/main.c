@@ -244,11 +244,13 @@ static int run_seed(const cli *a, sim_config *c, uint64_t seed, bool swarm)
         failed_list(r.failed, names, sizeof names);
         if (r.failed)
             printf("seed %-20" PRIu64 " FAILED %s\n", seed, names);
-        else
-            printf("seed %-20" PRIu64 " ok   trace %.16s  ops %" PRIu64 "  converged %s%.1f s  "
-                   "wall %.1f s\n", seed, r.trace_hex, r.ops_created,
-                   r.converged_s < 0 ? "never " : "at ", r.converged_s < 0 ? 0 : r.converged_s,
+        else if (r.converged_s < 0)
+            printf("seed %-20" PRIu64 " ok   trace %.16s  ops %" PRIu64 "  groups converged "
+                   "(never all nodes at once)  wall %.1f s\n", seed, r.trace_hex, r.ops_created,
                    r.wall_s);
+        else
+            printf("seed %-20" PRIu64 " ok   trace %.16s  ops %" PRIu64 "  converged at %.1f s  "
+                   "wall %.1f s\n", seed, r.trace_hex, r.ops_created, r.converged_s, r.wall_s);
     }
     if (status != 0) {
         if (r.failed && (swarm || a->quiet || a->json)) fprintf(stdout, "%s", r.failure);
