@@ -415,13 +415,10 @@ static int read_opref(rd *r, int f, mesh_opref *ref)
     return read_bin_exact(r, f, ref->author, MESH_KEY_BYTES);
 }
 
-int mesh_op_decode(const uint8_t *buf, size_t len, mesh_op *op)
+/* Reads fields format..seq (the op's stream position), the part that routing needs. */
+static int decode_head(rd *r_, size_t off[F_COUNT], mesh_op *op)
 {
-    memset(op, 0, sizeof *op);
-    if (len > MESH_OP_BYTES_MAX)
-        return mesh_err(MESH_ELIMIT, "op is %zu bytes; the limit is %u", len, MESH_OP_BYTES_MAX);
-    rd r = {buf, len, 0};
-    size_t off[F_COUNT] = {0};
+    rd r = *r_;
     uint32_t n;
     uint64_t v;
     int rc;
@@ -465,6 +462,21 @@ int mesh_op_decode(const uint8_t *buf, size_t len, mesh_op *op)
 
     off[F_SEQ] = r.pos;
     if ((rc = read_uint(&r, F_SEQ, &op->seq)) != MESH_OK) return rc;
+    *r_ = r;
+    return MESH_OK;
+}
+
+int mesh_op_decode(const uint8_t *buf, size_t len, mesh_op *op)
+{
+    memset(op, 0, sizeof *op);
+    if (len > MESH_OP_BYTES_MAX)
+        return mesh_err(MESH_ELIMIT, "op is %zu bytes; the limit is %u", len, MESH_OP_BYTES_MAX);
+    rd r = {buf, len, 0};
+    size_t off[F_COUNT] = {0};
+    uint32_t n;
+    int rc;
+
+    if ((rc = decode_head(&r, off, op)) != MESH_OK) return rc;
     off[F_PREV] = r.pos;
     if ((rc = read_bin_exact(&r, F_PREV, op->prev, MESH_HASH_BYTES)) != MESH_OK) return rc;
     off[F_HLC] = r.pos;
@@ -510,4 +522,28 @@ int mesh_op_decode(const uint8_t *buf, size_t len, mesh_op *op)
                              "op field 'body' at byte %zu", off[F_BODY]);
 
     return check_fields(op, MESH_ECORRUPT, off);
+}
+
+int mesh_op_peek(const uint8_t *buf, size_t len, mesh_op *op)
+{
+    if (len > MESH_OP_BYTES_MAX)
+        return mesh_err(MESH_ELIMIT, "op is %zu bytes; the limit is %u", len, MESH_OP_BYTES_MAX);
+    rd r = {buf, len, 0};
+    size_t off[F_COUNT] = {0};
+    return decode_head(&r, off, op);
+}
+
+uint64_t mesh_stream_id_memo(mesh_sid_memo *m, const uint8_t author[MESH_KEY_BYTES],
+                             const char *scope, size_t scope_len)
+{
+    if (m->valid && m->scope_len == scope_len && memcmp(m->author, author, MESH_KEY_BYTES) == 0 &&
+        memcmp(m->scope, scope, scope_len) == 0)
+        return m->sid;
+    if (scope_len > sizeof m->scope) return mesh_stream_id(author, scope, scope_len);
+    m->sid = mesh_stream_id(author, scope, scope_len);
+    memcpy(m->author, author, MESH_KEY_BYTES);
+    memcpy(m->scope, scope, scope_len);
+    m->scope_len = scope_len;
+    m->valid = true;
+    return m->sid;
 }

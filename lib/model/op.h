@@ -72,6 +72,27 @@ int mesh_op_encode(const mesh_op *op, mesh_buf *out);
  */
 int mesh_op_decode(const uint8_t *buf, size_t len, mesh_op *op);
 
+/*
+ * Reads only an op's leading fields (format, kind, type, entity, row_version, author, scope, seq)
+ * into `op`, without checking the rest: enough to route a record to its stream before
+ * mesh_op_decode() validates it in full. The other fields of `op` are left unset.
+ * Returns MESH_OK, MESH_ECORRUPT, MESH_EVERSION, MESH_ELIMIT.
+ */
+int mesh_op_peek(const uint8_t *buf, size_t len, mesh_op *op);
+
+/* A one-entry memo for mesh_stream_id(): a batch's ops mostly come from one stream after another,
+ * so this saves a hash per op. Zero-initialise before use. */
+typedef struct mesh_sid_memo {
+    uint8_t author[MESH_KEY_BYTES];
+    char scope[MESH_SCOPE_BYTES_MAX];
+    size_t scope_len;
+    uint64_t sid;
+    bool valid;
+} mesh_sid_memo;
+
+uint64_t mesh_stream_id_memo(mesh_sid_memo *m, const uint8_t author[MESH_KEY_BYTES],
+                             const char *scope, size_t scope_len);
+
 /* BLAKE2b-256 of an op's encoded bytes. */
 void mesh_op_hash(const uint8_t *buf, size_t len, uint8_t out[MESH_HASH_BYTES]);
 

@@ -312,6 +312,7 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     item *items = malloc(sizeof *items * (n ? n : 1));
     if (items == NULL) return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
     size_t m = 0;
+    mesh_sid_memo memo = {0};
     for (size_t i = 0; i < n; i++) {
         item *it = &items[m];
         it->rec = recs[i];
@@ -326,7 +327,7 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
             continue;
         }
         mesh_op_hash(recs[i].op, recs[i].op_len, it->hash);
-        it->sid = mesh_stream_id(it->op.author, it->op.scope, it->op.scope_len);
+        it->sid = mesh_stream_id_memo(&memo, it->op.author, it->op.scope, it->op.scope_len);
         m++;
     }
     item **order = malloc(sizeof *order * (m ? m : 1));

@@ -866,13 +866,15 @@ static int on_ops(mesh_session *s, const mesh_frame *f)
     mesh_frame_iter it;
     mesh_frame_iter_init(&it, f);
     mesh_oprec rec;
+    mesh_sid_memo memo = {0};
     while (rc == MESH_OK && mesh_frame_next_record(&it, &rec)) {
+        /* Only the stream position here: the store's ingest decodes and checks the whole op. */
         mesh_op op;
-        if (mesh_op_decode(rec.op, rec.op_len, &op) != MESH_OK) {
+        if (mesh_op_peek(rec.op, rec.op_len, &op) != MESH_OK) {
             s->st.ops_rejected++;  /* e.g. a newer op format: the author's peers keep it */
             continue;
         }
-        uint64_t sid = mesh_stream_id(op.author, op.scope, op.scope_len);
+        uint64_t sid = mesh_stream_id_memo(&memo, op.author, op.scope, op.scope_len);
         if ((rc = note_received(s, sid, op.seq)) != MESH_OK) break;
         if (mesh_vector_find(&s->poisoned, sid) != SIZE_MAX ||
             (s->o.self_may_hold &&

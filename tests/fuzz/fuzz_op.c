@@ -1,6 +1,7 @@
 /*
  * fuzz_op.c - mesh_op_decode on arbitrary bytes. Whatever it accepts must re-encode to exactly
- * the input (the encoding is canonical) and hash without trouble.
+ * the input (the encoding is canonical) and hash without trouble. mesh_op_peek runs on every
+ * input too, and must agree with the full decoder on every op the decoder accepts.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +15,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static int ready;
     if (!ready) ready = mesh_crypto_init() == MESH_OK;
-    mesh_op op;
+    mesh_op op, head;
+    int peeked = mesh_op_peek(data, size, &head);
     if (mesh_op_decode(data, size, &op) != MESH_OK) return 0;
+    if (peeked != MESH_OK || head.seq != op.seq || head.scope_len != op.scope_len ||
+        memcmp(head.author, op.author, MESH_KEY_BYTES) != 0 ||
+        memcmp(head.scope, op.scope, op.scope_len) != 0) {
+        fprintf(stderr, "mesh_op_peek disagrees with mesh_op_decode\n");
+        abort();
+    }
     mesh_buf out;
     mesh_buf_init(&out, MESH_OP_BYTES_MAX);
     int rc = mesh_op_encode(&op, &out);
