@@ -279,6 +279,7 @@ static void transmit(sim_world *w, sim_conn *c, int e, const uint8_t *data, size
     uint32_t tries = 0;
     uint64_t backoff = 0, rto = (uint64_t)(w->cfg.rto_ms * 1000.0);
     while (tries <= w->cfg.retries && u_try[tries] < w->cfg.loss) backoff += rto << tries++;
+    w->res->retransmissions += tries;
     if (tries > w->cfg.retries) {
         c->broken[e] = true;
         w->res->frames_lost++;

@@ -151,9 +151,10 @@ static void print_summary(const sim_world *w, FILE *f)
             (unsigned long long)r->sessions, (unsigned long long)r->sessions_ok,
             (unsigned long long)r->sessions_failed);
     print_failures_by_code(w, f);
-    fprintf(f, "\n  frames             %llu sent (%.2f MB), %llu lost in the network\n",
+    fprintf(f, "\n  frames             %llu sent (%.2f MB), %llu radio losses repaired by the "
+            "transport, %llu frames lost\n",
             (unsigned long long)r->frames_sent, (double)r->bytes_sent / 1e6,
-            (unsigned long long)r->frames_lost);
+            (unsigned long long)r->retransmissions, (unsigned long long)r->frames_lost);
     fprintf(f, "  faults             %llu crashes, %llu partitions%s\n",
             (unsigned long long)r->crashes, (unsigned long long)r->partitions,
             c->inject ? "; test fault injected" : "");
@@ -226,14 +227,14 @@ static void print_json(const sim_world *w, FILE *f)
             "\"ops_created\":%llu,\"last_op_s\":%.6f,\"converged_s\":%.6f,\"rounds\":%.0f,"
             "\"ops_delivered\":%llu,\"uplink_repeats\":%llu,\"conflicts\":%u,"
             "\"sessions\":%llu,\"sessions_ok\":%llu,\"sessions_failed\":%llu,"
-            "\"frames_sent\":%llu,\"frames_lost\":%llu,\"bytes_sent\":%llu,\"crashes\":%llu,"
+            "\"frames_sent\":%llu,\"retransmissions\":%llu,\"frames_lost\":%llu,\"bytes_sent\":%llu,\"crashes\":%llu,"
             "\"partitions\":%llu,\"inject_hits\":%llu,\"events\":%llu,\"per_node_stats\":{",
             r->trace_hex, r->sim_s, r->wall_s, r->wall_s > 0 ? r->node_seconds / r->wall_s : 0.0,
             (unsigned long long)r->ops_created, r->last_op_s, r->converged_s, r->rounds,
             (unsigned long long)w->up.applied, (unsigned long long)w->up.duplicates, r->conflicts,
             (unsigned long long)r->sessions, (unsigned long long)r->sessions_ok,
             (unsigned long long)r->sessions_failed, (unsigned long long)r->frames_sent,
-            (unsigned long long)r->frames_lost, (unsigned long long)r->bytes_sent,
+            (unsigned long long)r->retransmissions, (unsigned long long)r->frames_lost, (unsigned long long)r->bytes_sent,
             (unsigned long long)r->crashes, (unsigned long long)r->partitions,
             (unsigned long long)r->inject_hits, (unsigned long long)r->events);
     for (size_t i = 0; i < NSTATS; i++) {

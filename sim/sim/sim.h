@@ -197,6 +197,7 @@ typedef struct sim_result {
     uint64_t uplink_duplicates; /* requests the campaign model recognised as already applied */
     uint64_t sessions, sessions_ok, sessions_failed;
     uint64_t frames_sent, frames_lost, bytes_sent;
+    uint64_t retransmissions;   /* radio losses the transport repaired */
     uint64_t crashes, partitions;
     double last_op_s;           /* time of the last op created */
     double converged_s;         /* first time after the last op that every node held all ops; <0: never */
