@@ -393,11 +393,13 @@ int mesh_get(mesh_node *n, const char *id, unsigned flags, mesh_entity_cb cb, vo
 typedef struct list_ctx {
     mesh_txn *t;
     emit_ctx e;
+    bool skip_system;   /* leave out system entities (receipts, configuration; system.c) */
 } list_ctx;
 
 static int emit_fn(const mesh_state *st, void *ctx)
 {
     list_ctx *l = ctx;
+    if (l->skip_system && st->type[0] == '_') return MESH_OK;
     return emit_state(l->t, st, &l->e);
 }
 
@@ -433,7 +435,8 @@ int mesh_list(mesh_node *n, const mesh_query *q, mesh_entity_cb cb, void *ctx)
     list_args a = {.q = q,
                    .l.e = {.cb = cb, .ctx = ctx, .include_deleted = q->include_deleted,
                            .since_ms = q->last_changed_since_ms, .offset = q->offset,
-                           .limit = q->limit}};
+                           .limit = q->limit},
+                   .l.skip_system = q->type == NULL};
     return run_list(n, &a);
 }
 

@@ -71,6 +71,11 @@
 #ifndef MESH_FRAME_BYTES_MAX
 #define MESH_FRAME_BYTES_MAX (1024u * 1024u)
 #endif
+/* The frame size a sender aims for unless told otherwise: one maximal op plus room. A receiver
+ * sees only whole frames, so its idle timeout must outlast one frame on the slowest link; at
+ * this size a 100 kbit/s radio link delivers a frame in ~22 s, within the 30 s default (1 MiB
+ * frames took ~33 s at 250 kbit/s and such pairs never converged in the simulator). */
+#define MESH_FRAME_BYTES_DEFAULT (MESH_OP_BYTES_MAX + 8u * 1024u)
 /* Ops in one OPS frame: bounds decode work per frame. */
 #define MESH_FRAME_OPS_MAX 4096u
 /* Entries in a version vector (streams a node replicates): 16 devices x 8 scopes x 512 teams. */
@@ -85,6 +90,7 @@
 #define MESH_PEERS_MAX 256u
 
 _Static_assert(MESH_FRAME_BYTES_MAX >= MESH_OP_BYTES_MAX + 4096, "a frame holds a maximal op");
+_Static_assert(MESH_FRAME_BYTES_DEFAULT <= MESH_FRAME_BYTES_MAX, "default within the maximum");
 _Static_assert(MESH_INGEST_OPS_DEFAULT <= MESH_INGEST_BATCH_MAX, "ingest batch within limit");
 _Static_assert(MESH_OP_BYTES_MAX <= 16u * 1024u * 1024u, "an op must stay far below a frame");
 _Static_assert(MESH_BUNDLE_CHUNK_BYTES_MAX >= 2 * MESH_OP_BYTES_MAX, "a chunk holds an op");

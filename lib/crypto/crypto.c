@@ -29,6 +29,11 @@ void mesh_hash(const void *data, size_t len, uint8_t out[MESH_DIGEST_BYTES])
     crypto_generichash(out, MESH_DIGEST_BYTES, data, len, NULL, 0);
 }
 
+void mesh_sha256(const void *data, size_t len, uint8_t out[MESH_SHA256_BYTES])
+{
+    crypto_hash_sha256(out, data, len);
+}
+
 void mesh_hash_init(mesh_hash_state *st)
 {
     crypto_generichash_init((crypto_generichash_state *)st->opaque, NULL, 0, MESH_DIGEST_BYTES);

@@ -30,6 +30,11 @@ void mesh_hash_init(mesh_hash_state *st);
 void mesh_hash_update(mesh_hash_state *st, const void *data, size_t len);
 void mesh_hash_final(mesh_hash_state *st, uint8_t out[MESH_DIGEST_BYTES]);
 
+/* SHA-256 of one buffer: the checksum the campaign service's sync-file contract names (the
+ * gateway's file uplink); meshsync's own hashes are BLAKE2b. */
+#define MESH_SHA256_BYTES 32
+void mesh_sha256(const void *data, size_t len, uint8_t out[MESH_SHA256_BYTES]);
+
 /* An Ed25519 key pair. The secret half is wiped by mesh_identity_wipe. */
 typedef struct mesh_identity {
     uint8_t pk[MESH_PK_BYTES];

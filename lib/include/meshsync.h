@@ -263,6 +263,102 @@ typedef struct mesh_status {
 
 MESH_NODISCARD int mesh_node_status(mesh_node *node, mesh_status *out);
 
+/* ---- Receipts, downloaded configuration and the gateway -------------------------------------- */
+
+/*
+ * A gateway node (`meshsync run --gateway`, docs/GATEWAY.md) forwards every op to the campaign
+ * service and writes, for each, a signed receipt into its own stream: confirmed (with the
+ * server's id and rowVersion) or rejected (with the server's error). Receipts reach the other
+ * nodes by ordinary sync, so the device that wrote an op learns what became of it.
+ */
+enum mesh_receipt_status {
+    MESH_RECEIPT_NONE = 0,       /* no receipt yet: the op has not reached a gateway's verdict */
+    MESH_RECEIPT_CONFIRMED = 1,  /* the campaign service holds the op's effect */
+    MESH_RECEIPT_REJECTED = 2,   /* the campaign service refused it: error_code says why */
+};
+
+typedef struct mesh_receipt {
+    int status;                      /* enum mesh_receipt_status */
+    char action[8];                  /* how it was sent: "create", "update", "delete" */
+    char server_id[65];              /* the server's id of the entity ("" if none) */
+    uint32_t server_row_version;     /* the server's rowVersion after the op (0 if none) */
+    char error_code[65];             /* rejected: the server's code, e.g. "INVALID_REQUEST" */
+    char error_message[401];         /* rejected: the server's message */
+    char gateway[MESH_KEY_STR_LEN];  /* the gateway that wrote the receipt */
+    uint64_t time_ms;                /* when the gateway learned the outcome */
+} mesh_receipt;
+
+/*
+ * Gets the receipt of op (entity_id, row_version, author) (author: 64 hex characters, as
+ * mesh_op_info.author). Returns MESH_OK, MESH_ENOTFOUND (no receipt has arrived), MESH_EINVAL,
+ * MESH_ECORRUPT, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_receipt_get(mesh_node *node, const char *entity_id, uint32_t row_version,
+                                    const char *author, mesh_receipt *out);
+
+#define MESH_RECEIPT_RECENT_MAX 5
+
+typedef struct mesh_receipt_rejection {
+    char entity[MESH_UUID_STR_LEN];
+    char type[33];
+    uint32_t row_version;
+    char code[65];
+    char message[401];
+    uint64_t time_ms;
+} mesh_receipt_rejection;
+
+/* What became of this node's own ops (its streams' ops of entity types). */
+typedef struct mesh_receipt_summary {
+    uint64_t own_ops;        /* ops this node wrote */
+    uint64_t confirmed;      /* ... with a "confirmed" receipt */
+    uint64_t rejected;       /* ... with a "rejected" receipt */
+    uint64_t awaiting;       /* ... with no receipt yet */
+    size_t nrecent;          /* the latest rejections, newest first */
+    mesh_receipt_rejection recent[MESH_RECEIPT_RECENT_MAX];
+} mesh_receipt_summary;
+
+/* Reads every own op's receipt (a read transaction; ~1 s per million ops). Returns MESH_OK,
+ * MESH_ECORRUPT, MESH_EIO. */
+MESH_NODISCARD int mesh_receipt_summary_get(mesh_node *node, mesh_receipt_summary *out);
+
+/* One item of configuration a gateway downloaded (form schema, localisation, SOS contacts,
+ * dashboard aggregates). Pointers are borrowed for the callback. */
+typedef struct mesh_config_entry {
+    const char *key;           /* "forms/<schema>", "localization/<module>/<locale>",
+                                  "sos/contacts", "dashboard/<tenant>" */
+    const char *kind;          /* "form", "localization", "sos", "dashboard" */
+    const char *source;        /* the endpoint it came from */
+    const char *json;          /* the value as JSON, NUL-terminated */
+    size_t json_len;
+    uint64_t fetched_ms;       /* when the gateway fetched this version */
+    uint64_t modified_ms;      /* when it was written into the mesh */
+    uint32_t version;          /* 1, 2, ...: each change of the value is a new version */
+    char author[MESH_KEY_STR_LEN]; /* the gateway that wrote it */
+} mesh_config_entry;
+
+typedef int (*mesh_config_cb)(const mesh_config_entry *entry, void *ctx);
+
+/* Calls `cb` once with configuration `key`. Returns MESH_OK, the callback's value, MESH_EINVAL,
+ * MESH_ENOTFOUND, MESH_ECORRUPT, MESH_EIO. */
+MESH_NODISCARD int mesh_config_get(mesh_node *node, const char *key, mesh_config_cb cb,
+                                   void *ctx);
+
+/* Calls `cb` for each configuration item whose key starts with `prefix` (NULL or "": all), in
+ * entity-id order. Returns MESH_OK, the callback's value, MESH_ECORRUPT, MESH_EIO. */
+MESH_NODISCARD int mesh_config_list(mesh_node *node, const char *prefix, mesh_config_cb cb,
+                                    void *ctx);
+
+/* The forwarding state of a gateway node's outbox (all zero on a node that is no gateway). */
+typedef struct mesh_gateway_status {
+    int active;              /* 1 if this node has ever run as a gateway */
+    uint64_t pending;        /* ops waiting to be sent (or to be sent again) */
+    uint64_t sent;           /* ops sent whose outcome a search has not confirmed yet */
+    uint64_t confirmed;      /* ops the service holds */
+    uint64_t rejected;       /* ops the service refused (their receipts say why) */
+} mesh_gateway_status;
+
+MESH_NODISCARD int mesh_gateway_status_get(mesh_node *node, mesh_gateway_status *out);
+
 /* ---- Ingest, export and import ----------------------------------------------------------- */
 
 typedef struct mesh_ingest_report {

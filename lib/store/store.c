@@ -12,6 +12,7 @@
 
 static const char *const DB_NAMES[DB_COUNT] = {
     "log", "sops", "streams", "pending", "state", "bytype", "conflicts", "meta", "peers",
+    "outbox",
 };
 
 #define STORE_MAGIC "meshsync-store"
@@ -65,8 +66,9 @@ static int env_open(mesh_store *s, const char *dir, const mesh_store_opts *o)
 static int open_dbs(mesh_txn *t, bool create)
 {
     for (int i = 0; i < DB_COUNT; i++) {
-        /* `peers` came after the first stores were made: create it in those when opened. */
-        unsigned flags = create || i == DB_PEERS ? MDB_CREATE : 0;
+        /* `peers` and `outbox` came after the first stores were made: create them in those
+         * when opened. */
+        unsigned flags = create || i == DB_PEERS || i == DB_OUTBOX ? MDB_CREATE : 0;
         int rc = mdb_dbi_open(t->txn, DB_NAMES[i], flags, &t->s->dbi[i]);
         if (rc == MDB_NOTFOUND)
             return mesh_err(MESH_ENOTSTORE, "%s is an LMDB file but not a meshsync store (no '%s')",

@@ -19,6 +19,7 @@ enum {
     DB_CONFLICTS,
     DB_META,
     DB_PEERS,     /* per-peer sync state (peers.c); added after format 1 shipped */
+    DB_OUTBOX,    /* the gateway's outbox (outbox.c); added after format 1 shipped */
     DB_COUNT
 };
 

@@ -299,7 +299,7 @@ int mesh_session_new(const mesh_session_opts *o, uint64_t now_ms, mesh_session *
     if (s == NULL) return mesh_err(MESH_ENOMEM, "out of memory starting a sync session");
     s->o = *o;
     if (!s->o.idle_timeout_ms) s->o.idle_timeout_ms = MESH_SESSION_IDLE_MS_DEFAULT;
-    if (!s->o.frame_bytes_max) s->o.frame_bytes_max = MESH_FRAME_BYTES_MAX;
+    if (!s->o.frame_bytes_max) s->o.frame_bytes_max = MESH_FRAME_BYTES_DEFAULT;
     if (!s->o.frame_ops_max) s->o.frame_ops_max = MESH_FRAME_OPS_MAX;
     if (!s->o.ingest_batch_ops) s->o.ingest_batch_ops = MESH_INGEST_OPS_DEFAULT;
     s->state = MESH_SESSION_ACTIVE;
@@ -336,6 +336,12 @@ void mesh_session_free(mesh_session *s)
     if (s == NULL) return;
     /* An interrupted session keeps what it received (best effort: nothing to report to). */
     if (s->state == MESH_SESSION_ACTIVE) (void)flush(s);
+    session_free_memory(s);
+}
+
+void mesh_session_abort(mesh_session *s)
+{
+    if (s == NULL) return;
     session_free_memory(s);
 }
 

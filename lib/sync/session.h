@@ -38,7 +38,7 @@ typedef struct mesh_session_opts {
     uint8_t peer[32];               /* the peer's public key, as authenticated by the transport */
     bool initiator;                 /* the side that dialled: it speaks first */
     uint32_t idle_timeout_ms;       /* 0: MESH_SESSION_IDLE_MS_DEFAULT */
-    uint32_t frame_bytes_max;       /* 0: MESH_FRAME_BYTES_MAX */
+    uint32_t frame_bytes_max;       /* 0: MESH_FRAME_BYTES_DEFAULT */
     uint32_t frame_ops_max;         /* 0: MESH_FRAME_OPS_MAX */
     uint32_t ingest_batch_ops;      /* ops per store transaction; 0: MESH_INGEST_OPS_DEFAULT */
     mesh_scope_filter peer_may_hold; /* NULL: everything */
@@ -55,6 +55,10 @@ int mesh_session_new(const mesh_session_opts *o, uint64_t now_ms, mesh_session *
 /* Frees the session. One still active first stores the ops it buffered (an interrupted session
  * loses nothing it received). NULL is ignored. */
 void mesh_session_free(mesh_session *s);
+
+/* Frees the session without storing the ops it buffered: what a crash at this instant loses
+ * (the simulator models process crashes with it). */
+void mesh_session_abort(mesh_session *s);
 
 /*
  * Feeds one frame received from the peer. May ingest ops into the store.
