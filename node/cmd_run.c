@@ -8,6 +8,7 @@
 
 #include "commands.h"
 #include "daemon.h"
+#include "gateway.h"
 #include "net/log.h"
 #include "net/loop.h"
 
@@ -33,6 +34,8 @@ static const cli_opt run_opts[] = {
     {"no-discovery", NULL, "Send and hear no LAN beacons: static and cached peers only."},
     {"sync-interval", "SEC", "Sync with every connected peer this often (default 900).", 604800},
     {"log-level", "LEVEL", "error, warn, info (default) or debug."},
+    {"gateway", "CONFIG",
+     "Also run the campaign-service gateway with this configuration ('meshsync gateway')."},
     {NULL, NULL, NULL},
 };
 
@@ -111,7 +114,15 @@ static int run_run(cli_ctx *ctx)
     mesh_node_identity(ctx->node, key);
     mesh_log_info("meshsync %s node %.8s (%s) started on %s", MESH_VERSION_STRING, key,
                   mesh_node_scope(ctx->node), ctx->data_dir);
+    /* The gateway runs as a supervised child process (docs/GATEWAY.md, "Processes"). */
+    const char *gw = cli_opt_get(ctx, "gateway");
+    if (gw && gateway_child_start(ctx, gw, lvl) != 0) {
+        mesh_loop_free(loop);
+        free(peer_list);
+        return CLI_EXIT_NOTFOUND;
+    }
     rc = mesh_loop_run(loop);
+    if (gw) gateway_child_stop();
     mesh_loop_free(loop);
     free(peer_list);
     if (rc != MESH_OK) return cli_fail(ctx, rc);
@@ -133,7 +144,7 @@ const cli_command cmd_run = {
     .summary = "Run the node's daemon: find peers and keep in sync with them.",
     .synopsis = "[--listen ADDR] [--peer ADDR] [--roster FILE] [--no-discovery] "
                 "[--discovery-port N] [--broadcast ADDR] [--beacon-interval SEC] "
-                "[--sync-interval SEC] [--log-level LEVEL]",
+                "[--sync-interval SEC] [--log-level LEVEL] [--gateway CONFIG]",
     .description =
         "Runs in the foreground until SIGINT or SIGTERM, logging to stderr. It listens\n"
         "for peers on --listen (ZeroMQ CURVE, keys derived from the node's identity)\n"
@@ -142,7 +153,8 @@ const cli_command cmd_run = {
         "and syncs with each when it connects, when the store changes (a 'meshsync put'\n"
         "from another shell is passed on within a second), every --sync-interval, and\n"
         "when 'meshsync sync' asks. 'meshsync peers' and 'meshsync status' show its\n"
-        "peers.",
+        "peers. With --gateway, it also runs 'meshsync gateway CONFIG' as a child\n"
+        "process (restarted if it dies) that forwards every op to the campaign service.",
     .opts = run_opts,
     .args_min = 0,
     .args_max = 0,
@@ -151,7 +163,8 @@ const cli_command cmd_run = {
                 "  meshsync run --data /media/node1 --listen tcp://0.0.0.0:47201 "
                 "--no-discovery \\\n"
                 "      --peer tcp://192.168.1.20:47200\n"
-                "  meshsync run --log-level debug --sync-interval 60\n",
+                "  meshsync run --log-level debug --sync-interval 60\n"
+                "  meshsync run --gateway /etc/meshsync/gateway.json\n",
     .exit_codes = run_exits,
     .run = run_run,
 };

@@ -34,4 +34,7 @@ extern const cli_command cmd_run;
 extern const cli_command cmd_sync;
 extern const cli_command cmd_peers;
 
+/* cmd_gateway.c: the campaign-service gateway */
+extern const cli_command cmd_gateway;
+
 #endif

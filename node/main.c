@@ -30,6 +30,7 @@ static const struct {
     {"Syncing over the network", &cmd_run},
     {"Syncing over the network", &cmd_sync},
     {"Syncing over the network", &cmd_peers},
+    {"Campaign service", &cmd_gateway},
     {"Help", &cmd_help},
 };
 
