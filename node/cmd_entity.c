@@ -140,8 +140,75 @@ static int get_cb(const mesh_entity *e, void *arg)
     return 0;
 }
 
+/* ---- get config: configuration a gateway downloaded into the mesh ---- */
+
+typedef struct config_state {
+    cli_ctx *ctx;
+    cli_json j;
+    int one;          /* get one key: print its value */
+} config_state;
+
+static void config_entry_json(cli_json *j, const mesh_config_entry *e)
+{
+    cli_json_object_open(j);
+    cli_json_key(j, "key");
+    cli_json_str(j, e->key);
+    cli_json_key(j, "kind");
+    cli_json_str(j, e->kind);
+    cli_json_key(j, "version");
+    cli_json_u64(j, e->version);
+    cli_json_key(j, "source");
+    cli_json_str(j, e->source);
+    cli_json_key(j, "fetched_ms");
+    cli_json_u64(j, e->fetched_ms);
+    cli_json_key(j, "modified_ms");
+    cli_json_u64(j, e->modified_ms);
+    cli_json_key(j, "author");
+    cli_json_str(j, e->author);
+    cli_json_key(j, "value");
+    cli_json_raw(j, e->json, e->json_len);
+    cli_json_object_close(j);
+}
+
+static int config_cb(const mesh_config_entry *e, void *arg)
+{
+    config_state *c = arg;
+    FILE *f = c->ctx->out;
+    if (c->ctx->json) {
+        config_entry_json(&c->j, e);
+    } else if (c->one) {
+        cli_print_pretty_json(f, e->json, e->json_len);
+    } else {
+        char when[32];
+        cli_format_time(e->fetched_ms, when);
+        fprintf(f, "%-48s %-13s v%-3u fetched %s\n", e->key, e->kind, e->version, when);
+    }
+    return 0;
+}
+
+static int run_get_config(cli_ctx *ctx)
+{
+    config_state c = {.ctx = ctx, .one = ctx->nargs > 1};
+    if (ctx->json) {
+        cli_json_begin(&c.j, ctx->out);
+        if (!c.one) cli_json_array_open(&c.j);
+    }
+    int rc = c.one ? mesh_config_get(ctx->node, ctx->args[1], config_cb, &c)
+                   : mesh_config_list(ctx->node, NULL, config_cb, &c);
+    if (rc != MESH_OK) return cli_fail(ctx, rc);
+    if (ctx->json) {
+        if (!c.one) cli_json_array_close(&c.j);
+        cli_json_end(&c.j);
+    }
+    return CLI_EXIT_OK;
+}
+
 static int run_get(cli_ctx *ctx)
 {
+    if (strcmp(ctx->args[0], "config") == 0) return run_get_config(ctx);
+    if (ctx->nargs > 1)
+        return cli_usage_error(ctx, "one entity ID, or 'config [KEY]'; '%s' is extra",
+                               ctx->args[1]);
     const char *id = ctx->args[0];
     unsigned flags = cli_opt_get(ctx, "include-deleted") ? MESH_GET_INCLUDE_DELETED : 0;
     get_state g = {.ctx = ctx};
@@ -157,19 +224,25 @@ static int run_get(cli_ctx *ctx)
 const cli_command cmd_get = {
     .name = "get",
     .summary = "Print an entity as JSON.",
-    .synopsis = "ID [--include-deleted]",
+    .synopsis = "ID [--include-deleted] | config [KEY]",
     .description =
         "Prints the current state of entity ID: its body with clientReferenceId,\n"
         "rowVersion and isDeleted set, pretty-printed. With --json, prints an object with\n"
         "the entity's metadata (id, type, rowVersion, deleted, conflict, modified_ms,\n"
         "author) and the body under \"body\". A deleted entity, or one whose parent is\n"
-        "deleted, is not found unless --include-deleted is given.",
+        "deleted, is not found unless --include-deleted is given.\n"
+        "\n"
+        "'get config' lists the configuration a campaign-service gateway downloaded into\n"
+        "the mesh (form schemas, localisations, SOS contacts, dashboard counts); 'get\n"
+        "config KEY' prints one item's value, e.g. 'get config sos/contacts'.",
     .opts = get_opts,
     .args_min = 1,
-    .args_max = 1,
+    .args_max = 2,
     .needs = CLI_NEEDS_NODE,
     .examples = "  meshsync get 0190c2d4-7a1e-7b3c-9d2e-4f5a6b7c8d9e\n"
-                "  meshsync get 0190c2d4-7a1e-7b3c-9d2e-4f5a6b7c8d9e --json | jq .rowVersion\n",
+                "  meshsync get 0190c2d4-7a1e-7b3c-9d2e-4f5a6b7c8d9e --json | jq .rowVersion\n"
+                "  meshsync get config\n"
+                "  meshsync get config localization/hcm-forms-householdDetails/pt_MZ\n",
     .exit_codes = get_exits,
     .run = run_get,
 };
@@ -305,10 +378,64 @@ typedef struct history_state {
     int count;
 } history_state;
 
+static void receipt_json(cli_json *j, int rc, const mesh_receipt *r)
+{
+    cli_json_key(j, "receipt");
+    if (rc != MESH_OK) {
+        cli_json_null(j);
+        return;
+    }
+    cli_json_object_open(j);
+    cli_json_key(j, "status");
+    cli_json_str(j, r->status == MESH_RECEIPT_CONFIRMED  ? "confirmed"
+                    : r->status == MESH_RECEIPT_REJECTED ? "rejected"
+                                                          : "unknown");
+    cli_json_key(j, "action");
+    cli_json_str(j, r->action);
+    if (r->status == MESH_RECEIPT_CONFIRMED) {
+        cli_json_key(j, "serverId");
+        cli_json_str(j, r->server_id);
+        cli_json_key(j, "serverRowVersion");
+        cli_json_u64(j, r->server_row_version);
+    } else {
+        cli_json_key(j, "code");
+        cli_json_str(j, r->error_code);
+        cli_json_key(j, "message");
+        cli_json_str(j, r->error_message);
+    }
+    cli_json_key(j, "gateway");
+    cli_json_str(j, r->gateway);
+    cli_json_key(j, "time_ms");
+    cli_json_u64(j, r->time_ms);
+    cli_json_object_close(j);
+}
+
+static void receipt_text(FILE *f, int rc, const mesh_receipt *r)
+{
+    if (rc != MESH_OK) {
+        fputs("  server  awaiting a receipt\n", f);
+        return;
+    }
+    char when[32];
+    cli_format_time(r->time_ms, when);
+    if (r->status == MESH_RECEIPT_CONFIRMED)
+        fprintf(f, "  server  confirmed (%s): id %s rowVersion %u, by gateway %.8s at %s\n",
+                r->action, r->server_id, r->server_row_version, r->gateway, when);
+    else
+        fprintf(f, "  server  rejected (%s): %s: %s (gateway %.8s at %s)\n", r->action,
+                r->error_code, r->error_message, r->gateway, when);
+}
+
 static int history_cb(const mesh_op_info *op, void *arg)
 {
     history_state *h = arg;
     uint64_t ms = op->hlc >> 16;
+    /* The campaign service's verdict on this op, if a gateway has sent one. */
+    int is_system = op->type && op->type[0] == '_';
+    mesh_receipt rec;
+    int rrc = is_system ? MESH_ENOTFOUND
+                        : mesh_receipt_get(h->ctx->node, op->entity, op->row_version, op->author,
+                                           &rec);
     if (h->ctx->json) {
         cli_json *j = &h->j;
         cli_json_object_open(j);
@@ -345,6 +472,7 @@ static int history_cb(const mesh_op_info *op, void *arg)
         cli_json_bool(j, op->head);
         cli_json_key(j, "body");
         cli_json_raw(j, op->json, op->json ? op->json_len : 0);
+        if (!is_system) receipt_json(j, rrc, &rec);
         cli_json_object_close(j);
     } else {
         FILE *f = h->ctx->out;
@@ -360,6 +488,7 @@ static int history_cb(const mesh_op_info *op, void *arg)
         if (op->winner || op->head)
             fprintf(f, "  state   %s%s%s\n", op->winner ? "winner (current state)" : "",
                     op->winner && op->head ? ", " : "", op->head ? "head" : "");
+        if (!is_system) receipt_text(f, rrc, &rec);
         fputs("  body    ", f);
         if (op->json) fwrite(op->json, 1, op->json_len, f);
         fputc('\n', f);
@@ -393,7 +522,10 @@ const cli_command cmd_history = {
         "order: its kind (create, update, delete), author, time, the op it was based on,\n"
         "its place in the author's stream, and its body. The winner is the op that gives\n"
         "the entity's current state; heads are ops no other op derives from, and more\n"
-        "than one head is a conflict. Deleted entities have a history too.",
+        "than one head is a conflict. Deleted entities have a history too. Each op also\n"
+        "shows what the campaign service made of it, once a gateway's receipt has\n"
+        "arrived: confirmed (with the server's id and rowVersion) or rejected (with the\n"
+        "server's error), else \"awaiting a receipt\".",
     .args_min = 1,
     .args_max = 1,
     .needs = CLI_NEEDS_NODE,

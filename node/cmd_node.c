@@ -5,6 +5,7 @@
 
 #include "commands.h"
 #include "daemon.h"
+#include "gateway.h"
 
 /* ---- init ---------------------------------------------------------------------------------- */
 
@@ -135,12 +136,65 @@ static void print_bytes(FILE *f, uint64_t n)
     fprintf(f, "%.1f %s", v, units[u]);
 }
 
+/* What became of this node's own ops at the campaign service (receipts from a gateway). */
+static void receipts_json(cli_json *j, const mesh_receipt_summary *rs)
+{
+    cli_json_key(j, "receipts");
+    cli_json_object_open(j);
+    cli_json_key(j, "own_ops");
+    cli_json_u64(j, rs->own_ops);
+    cli_json_key(j, "confirmed");
+    cli_json_u64(j, rs->confirmed);
+    cli_json_key(j, "rejected");
+    cli_json_u64(j, rs->rejected);
+    cli_json_key(j, "awaiting");
+    cli_json_u64(j, rs->awaiting);
+    cli_json_key(j, "latest_rejections");
+    cli_json_array_open(j);
+    for (size_t i = 0; i < rs->nrecent; i++) {
+        const mesh_receipt_rejection *x = &rs->recent[i];
+        cli_json_object_open(j);
+        cli_json_key(j, "id");
+        cli_json_str(j, x->entity);
+        cli_json_key(j, "type");
+        cli_json_str(j, x->type);
+        cli_json_key(j, "rowVersion");
+        cli_json_u64(j, x->row_version);
+        cli_json_key(j, "code");
+        cli_json_str(j, x->code);
+        cli_json_key(j, "message");
+        cli_json_str(j, x->message);
+        cli_json_key(j, "time_ms");
+        cli_json_u64(j, x->time_ms);
+        cli_json_object_close(j);
+    }
+    cli_json_array_close(j);
+    cli_json_object_close(j);
+}
+
+static void receipts_text(FILE *f, const mesh_receipt_summary *rs)
+{
+    fprintf(f, "server     %llu of this node's ops confirmed, %llu rejected, %llu awaiting a "
+               "receipt\n",
+            (unsigned long long)rs->confirmed, (unsigned long long)rs->rejected,
+            (unsigned long long)rs->awaiting);
+    for (size_t i = 0; i < rs->nrecent; i++) {
+        const mesh_receipt_rejection *x = &rs->recent[i];
+        fprintf(f, "           rejected: %s %s rowVersion %u: %s: %s\n", x->type, x->entity,
+                x->row_version, x->code, x->message);
+    }
+}
+
 static int run_status(cli_ctx *ctx)
 {
     mesh_status st;
     memset(&st, 0, sizeof st);
     int rc = mesh_node_status(ctx->node, &st);
     if (rc != MESH_OK) return cli_fail(ctx, rc);
+    mesh_receipt_summary rs;
+    rc = mesh_receipt_summary_get(ctx->node, &rs);
+    if (rc != MESH_OK) return cli_fail(ctx, rc);
+    int have_receipts = rs.own_ops > 0 && rs.awaiting < rs.own_ops;
     char key[MESH_KEY_STR_LEN];
     mesh_node_identity(ctx->node, key);
     const char *scope = mesh_node_scope(ctx->node);
@@ -170,7 +224,9 @@ static int run_status(cli_ctx *ctx)
         cli_json_u64(&j, st.store_bytes);
         cli_json_key(&j, "digest");
         cli_json_str(&j, st.digest);
+        if (rs.own_ops > 0) receipts_json(&j, &rs);
         daemon_status_section(ctx, &j);
+        gateway_status_section(ctx, &j);
         cli_json_object_close(&j);
         cli_json_end(&j);
         return CLI_EXIT_OK;
@@ -188,7 +244,9 @@ static int run_status(cli_ctx *ctx)
     fputs("store      ", f);
     print_bytes(f, st.store_bytes);
     fprintf(f, "\ndigest     %s\n", st.digest);
+    if (have_receipts) receipts_text(f, &rs);
     daemon_status_section(ctx, NULL);
+    gateway_status_section(ctx, NULL);
     return CLI_EXIT_OK;
 }
 
@@ -201,7 +259,10 @@ const cli_command cmd_status = {
         "ops and the (author, scope) streams they belong to, ops pending an earlier op of\n"
         "their stream, the size of the store, and the digest of the op-log. Two nodes\n"
         "have the same digest exactly when they hold the same ops, so comparing digests\n"
-        "tells whether a sync or an import brought two nodes level.",
+        "tells whether a sync or an import brought two nodes level. Once a gateway has\n"
+        "sent receipts, it shows how many of this node's ops the campaign service\n"
+        "confirmed or rejected (with the latest errors) and how many await a receipt; on\n"
+        "a gateway node, the state of its forwarding.",
     .args_min = 0,
     .args_max = 0,
     .needs = CLI_NEEDS_NODE,
