@@ -11,6 +11,8 @@
  */
 #include "model/op.h"
 
+#include <stddef.h>
+
 #include <stdio.h>
 
 #include <msgpack.h>
@@ -468,7 +470,12 @@ static int decode_head(rd *r_, size_t off[F_COUNT], mesh_op *op)
 
 int mesh_op_decode(const uint8_t *buf, size_t len, mesh_op *op)
 {
-    memset(op, 0, sizeof *op);
+    /* Not a memset of the whole struct: the merged and parents arrays are ~700 bytes and only
+     * their first *_count entries mean anything. This runs once per op on the ingest path. */
+    memset(op, 0, offsetof(mesh_op, merged));
+    op->parents_count = 0;
+    op->body = NULL;
+    op->body_len = 0;
     if (len > MESH_OP_BYTES_MAX)
         return mesh_err(MESH_ELIMIT, "op is %zu bytes; the limit is %u", len, MESH_OP_BYTES_MAX);
     rd r = {buf, len, 0};
