@@ -247,6 +247,14 @@ static int state_or_notfound(mesh_txn *t, const uint8_t entity[16], mesh_state *
     return rc;
 }
 
+/* Reads a live entity's state: MESH_ENOTFOUND if absent, MESH_EDELETED if deleted. */
+static int live_state(mesh_txn *t, const uint8_t entity[16], mesh_state *st)
+{
+    int rc = state_or_notfound(t, entity, st);
+    if (rc == MESH_OK && (st->flags & MESH_STATE_DELETED)) rc = deleted_error(t, st);
+    return rc;
+}
+
 typedef struct del_ctx {
     mesh_node *n;
     uint8_t entity[16];
@@ -257,11 +265,8 @@ static int delete_fn(mesh_txn *t, void *vctx)
 {
     del_ctx *c = vctx;
     mesh_state st;
-    char id[MESH_UUID_STR_LEN];
-    mesh_uuid_format(c->entity, id);
-    int rc = state_or_notfound(t, c->entity, &st);
+    int rc = live_state(t, c->entity, &st);
     if (rc != MESH_OK) return rc;
-    if (st.flags & MESH_STATE_DELETED) return deleted_error(t, &st);
     mesh_op cur;
     if ((rc = load_op(t, c->entity, &st.winner.ref, &cur)) != MESH_OK) return rc;
     /* The delete carries the full state it deletes, as the campaign service's audit wants. The
@@ -537,9 +542,8 @@ static int resolve_fn(mesh_txn *t, void *vctx)
     mesh_state st;
     char id[MESH_UUID_STR_LEN];
     mesh_uuid_format(c->entity, id);
-    int rc = state_or_notfound(t, c->entity, &st);
+    int rc = live_state(t, c->entity, &st);
     if (rc != MESH_OK) return rc;
-    if (st.flags & MESH_STATE_DELETED) return deleted_error(t, &st);
     if (!mesh_state_conflict(&st))
         return mesh_err(MESH_ECONFLICT, "%s %s has no open conflict", st.type, id);
     if (c->d && strcmp(c->d->type->name, st.type) != 0)
