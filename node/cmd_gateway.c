@@ -183,6 +183,7 @@ static int run_gateway(cli_ctx *ctx)
 
     mesh_gw_driver_opts dopts = {.base_url = cfg.base_url, .gzip_requests = cfg.gzip_requests,
                                  .record_path = cli_opt_get(ctx, "record")};
+    if (dopts.record_path == NULL && cfg.record_path[0]) dopts.record_path = cfg.record_path;
     uint64_t started = wall_ms(NULL);
     mesh_log_info("gateway for %s started: %zu entity types, %s uplink, batches of %u", 
                   cfg.base_url, cfg.ntypes, cfg.uplink == MESH_GW_UPLINK_FILE ? "file" : "bulk",

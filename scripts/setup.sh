@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(build-essential cmake pkg-config clang libclang-rt-14-dev
           libsodium-dev liblmdb-dev libmsgpack-dev libzmq3-dev uuid-dev libcriterion-dev
-          libjansson-dev libcurl4-openssl-dev zlib1g-dev libmicrohttpd-dev libqrencode-dev
+          libjansson-dev libcurl4-openssl-dev zlib1g-dev libmicrohttpd-dev libqrencode-dev libyaml-dev
           iproute2 nftables lmdb-utils)
 
 missing=()

@@ -241,13 +241,14 @@ static int parse_root(const json_t *root, mesh_node *node, mesh_gw_config *c)
     static const char *const keys[] = {"baseUrl", "tenantId", "auth", "requestInfo", "uplink",
                                        "retries", "timeoutMs", "confirm", "probeIntervalMs",
                                        "gzipRequests", "types", "endpoints", "file", "downloads",
-                                       "comment", NULL};
+                                       "record", "comment", NULL};
     int rc = check_keys(root, "", keys);
     if (rc == MESH_OK) rc = get_str(root, "baseUrl", "", c->base_url, sizeof c->base_url);
     if (rc == MESH_OK) rc = get_str(root, "tenantId", "", c->tenant_id, sizeof c->tenant_id);
     if (rc == MESH_OK) rc = get_u32(root, "timeoutMs", "", 100, 600000, &c->timeout_ms);
     if (rc == MESH_OK) rc = get_u32(root, "probeIntervalMs", "", 10, 3600000, &c->probe_ms);
     if (rc == MESH_OK) rc = get_bool(root, "gzipRequests", "", &c->gzip_requests);
+    if (rc == MESH_OK) rc = get_str(root, "record", "", c->record_path, sizeof c->record_path);
     if (rc != MESH_OK) return rc;
 
     const json_t *s;

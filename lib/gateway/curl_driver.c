@@ -137,7 +137,31 @@ static void record(mesh_gw_driver *d, const mesh_gw_request *r, uint64_t now)
         json_object_set_new(o, "bodyBytes", json_integer((json_int_t)r->body_len));
         bool form = r->content_type &&
                     strncmp(r->content_type, "application/x-www-form-urlencoded", 33) == 0;
-        json_object_set_new(o, "bodyKind", json_string(form ? "form" : "binary"));
+        bool multi = r->content_type && strncmp(r->content_type, "multipart/form-data", 19) == 0;
+        json_object_set_new(o, "bodyKind", json_string(form ? "form" : multi ? "multipart" : "binary"));
+        /* The names of the fields, never their values (a password is one). */
+        json_t *names = json_array();
+        if (form) {
+            const char *p = (const char *)r->body, *end = p + r->body_len;
+            while (p < end) {
+                const char *amp = memchr(p, '&', (size_t)(end - p));
+                const char *stop = amp ? amp : end;
+                const char *eq = memchr(p, '=', (size_t)(stop - p));
+                json_array_append_new(names, json_stringn(p, (size_t)((eq ? eq : stop) - p)));
+                p = stop + 1;
+            }
+        } else if (multi) {
+            const char *p = (const char *)r->body, *end = p + r->body_len;
+            static const char tag[] = "Content-Disposition: form-data; name=\"";
+            while ((p = memmem(p, (size_t)(end - p), tag, sizeof tag - 1)) != NULL) {
+                p += sizeof tag - 1;
+                const char *q = memchr(p, '"', (size_t)(end - p));
+                if (q == NULL) break;
+                json_array_append_new(names, json_stringn(p, (size_t)(q - p)));
+                p = q;
+            }
+        }
+        json_object_set_new(o, "formFields", names);
     }
     char *line = json_dumps(o, JSON_COMPACT);
     json_decref(o);

@@ -103,6 +103,7 @@ typedef struct mesh_gw_config {
     uint32_t confirm_window_ms;/* an accepted write not visible by then is sent again (30000) */
     uint32_t probe_ms;         /* reachability probe interval when offline (5000, doubling) */
     bool gzip_requests;        /* Content-Encoding: gzip on request bodies (off: DIGIT refuses) */
+    char record_path[512];     /* the driver appends every request here ("": none) */
 
     /* Entity types forwarded, with their endpoints (defaults: the node's type configuration). */
     size_t ntypes;
