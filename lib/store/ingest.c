@@ -11,6 +11,8 @@
 #include "store/store_int.h"
 
 #include "crypto/crypto.h"
+#include "store/seal_int.h"
+#include "store/team.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +32,11 @@ typedef struct ingest {
     mesh_ingest_report *rep;
     int first_err;       /* first rejection, for ATOMIC mode */
     uint64_t hlc_max;
+    /* The team's roster (store/team.h): enforced when the node belongs to a team. */
+    bool team_on;
+    uint8_t authority[MESH_KEY_BYTES];
+    mesh_team *roster;   /* the roster held; NULL: none yet, so nothing can be judged */
+    bool roster_changed; /* a newer roster was stored: cut every stream back to it */
 } ingest;
 
 /* Records the cause of a rejection (the first one is kept); callers count the ops. */
@@ -66,17 +73,28 @@ static int pending_load(ingest *g, uint64_t sid, uint64_t seq, item **out)
     int rc = mdb_get(g->t->txn, g->t->s->dbi[DB_PENDING], &k, &v);
     if (rc == MDB_NOTFOUND) return MESH_ENOTFOUND;
     if (rc != 0) return mesh_lmdb_err(g->t, rc, "reading pending ops");
+    mesh_rec_mark mark = mesh_store_rec_mark(g->t);
+    mesh_oprec rec;
+    rc = mesh_store_rec_open(g->t, DB_PENDING, &k, &v, &rec);
+    if (rc == MESH_EPERM || rc == MESH_ENOMEM) return rc;
     /* LMDB's pointers die at the next write in this transaction: copy. */
-    item *it = calloc(1, sizeof *it + v.mv_size);
-    if (it == NULL) return mesh_err(MESH_ENOMEM, "out of memory loading a pending op");
+    size_t bytes_len = rc == MESH_OK ? MESH_SIG_BYTES + rec.op_len : 0;
+    item *it = calloc(1, sizeof *it + bytes_len);
+    if (it == NULL) {
+        mesh_store_rec_release(g->t, mark);
+        return mesh_err(MESH_ENOMEM, "out of memory loading a pending op");
+    }
     uint8_t *bytes = (uint8_t *)(it + 1);
-    memcpy(bytes, v.mv_data, v.mv_size);
+    if (rc == MESH_OK) {
+        memcpy(bytes, rec.sig, MESH_SIG_BYTES);
+        memcpy(bytes + MESH_SIG_BYTES, rec.op, rec.op_len);
+    }
+    mesh_store_rec_release(g->t, mark);
     it->from_pending = true;
     it->rec.sig = bytes;
     it->rec.op = bytes + MESH_SIG_BYTES;
-    it->rec.op_len = v.mv_size - MESH_SIG_BYTES;
-    if (v.mv_size <= MESH_SIG_BYTES ||
-        mesh_op_decode(it->rec.op, it->rec.op_len, &it->op) != MESH_OK) {
+    it->rec.op_len = bytes_len > MESH_SIG_BYTES ? bytes_len - MESH_SIG_BYTES : 0;
+    if (rc != MESH_OK || mesh_op_decode(it->rec.op, it->rec.op_len, &it->op) != MESH_OK) {
         free(it);
         /* A damaged pending record is dropped: the op will come again from a peer. */
         mdb_del(g->t->txn, g->t->s->dbi[DB_PENDING], &k, NULL);
@@ -110,15 +128,16 @@ static int pending_park(ingest *g, const item *it)
     uint8_t key[16];
     pending_key(key, it->sid, it->op.seq);
     MDB_val k = mval(key, 16), v;
-    v.mv_size = MESH_SIG_BYTES + it->rec.op_len;
+    v.mv_size = MESH_SIG_BYTES + it->rec.op_len + mesh_store_rec_overhead(g->t);
     int rc = mdb_put(g->t->txn, g->t->s->dbi[DB_PENDING], &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
     if (rc == MDB_KEYEXIST) {
         g->rep->duplicate++;
         return MESH_OK;
     }
     if (rc != 0) return mesh_lmdb_err(g->t, rc, "holding an op until its predecessor arrives");
-    memcpy(v.mv_data, it->rec.sig, MESH_SIG_BYTES);
-    memcpy((uint8_t *)v.mv_data + MESH_SIG_BYTES, it->rec.op, it->rec.op_len);
+    rc = mesh_store_rec_seal(g->t, DB_PENDING, &k, it->rec.sig, it->rec.op, it->rec.op_len,
+                             v.mv_data);
+    if (rc != MESH_OK) return rc;
     g->rep->pending++;
     return MESH_OK;
 }
@@ -142,13 +161,127 @@ static void describe(char *buf, size_t n, const mesh_stream *st, uint64_t seq, c
              st->scope);
 }
 
+/* ---- The team roster (store/team.h) ---- */
+
+static bool is_roster(const mesh_op *op)
+{
+    return op->type_len == sizeof MESH_TYPE_ROSTER - 1 &&
+           memcmp(op->type, MESH_TYPE_ROSTER, op->type_len) == 0;
+}
+
+static void short_key(const uint8_t key[MESH_KEY_BYTES], char out[17])
+{
+    char hex[2 * MESH_KEY_BYTES + 1];
+    mesh_hex_encode(key, MESH_KEY_BYTES, hex);
+    memcpy(out, hex, 16);
+    out[16] = '\0';
+}
+
+/* Checks the roster ops of the authority's verified run[0..n): each must be a valid roster of
+ * the team's roster entity, newer than the one before. Returns how many ops pass. */
+static size_t authority_check(ingest *g, const mesh_stream *st, item **run, size_t n)
+{
+    char msg[256];
+    uint64_t held = g->roster ? g->roster->version : 0;
+    uint8_t entity[MESH_UUID_BYTES];
+    mesh_team_roster_entity(g->authority, entity);
+    for (size_t i = 0; i < n; i++) {
+        const mesh_op *op = &run[i]->op;
+        if (!is_roster(op)) continue;
+        if (memcmp(op->entity, entity, MESH_UUID_BYTES) != 0) {
+            describe(msg, sizeof msg, st, op->seq, "a roster op that is not the team's roster "
+                     "entity: rejected");
+            reject(g, MESH_ECORRUPT, msg);
+            return i;
+        }
+        if (op->row_version <= held) {
+            char what[112];
+            snprintf(what, sizeof what, "rolled-back roster: version %u is not newer than the "
+                     "held version %llu; rejected", op->row_version, (unsigned long long)held);
+            describe(msg, sizeof msg, st, op->seq, what);
+            reject(g, MESH_ESTALE, msg);
+            return i;
+        }
+        mesh_team *team = NULL;
+        int rc = mesh_team_decode(op->body, op->body_len, g->authority, &team);
+        bool same = rc == MESH_OK && team->version == op->row_version;
+        mesh_team_free(team);
+        if (!same) {
+            char what[112];
+            snprintf(what, sizeof what, "invalid roster version %u (%s); rejected",
+                     op->row_version, rc == MESH_OK ? "its body names another version"
+                                                    : mesh_errmsg());
+            describe(msg, sizeof msg, st, op->seq, what);
+            reject(g, rc == MESH_OK ? MESH_ECORRUPT : rc, msg);
+            return i;
+        }
+        held = op->row_version;
+    }
+    return n;
+}
+
+/* Applies the roster to the verified run[0..n) of stream st: returns how many of its ops the
+ * roster admits (the rest are rejected, as ops after a bad one always are). */
+static size_t team_check(ingest *g, const mesh_stream *st, item **run, size_t n)
+{
+    if (memcmp(st->author, g->authority, MESH_KEY_BYTES) == 0)
+        return authority_check(g, st, run, n);
+    char msg[256], what[112], auth[17];
+    short_key(g->authority, auth);
+    for (size_t i = 0; i < n; i++)
+        if (is_roster(&run[i]->op)) {
+            snprintf(what, sizeof what, "forged roster: not signed by the team authority "
+                     "%s...; rejected", auth);
+            describe(msg, sizeof msg, st, run[i]->op.seq, what);
+            reject(g, MESH_EPERM, msg);
+            return i;
+        }
+    if (g->roster == NULL) return n;  /* no roster yet: nothing to judge by */
+    uint64_t limit = mesh_team_write_limit(g->roster, st->author, st->scope, st->scope_len);
+    if (run[n - 1]->op.seq <= limit) return n;
+    size_t i = 0;
+    while (run[i]->op.seq <= limit) i++;
+    const mesh_team_member *m = mesh_team_find(g->roster, st->author);
+    unsigned long long v = (unsigned long long)g->roster->version;
+    if (m == NULL)
+        snprintf(what, sizeof what, "author not on the team roster (version %llu); rejected", v);
+    else if (limit > 0)
+        snprintf(what, sizeof what, "written after its author's removal (roster version %llu "
+                 "admits seq <= %llu); rejected", v, (unsigned long long)limit);
+    else if (m->removed)
+        snprintf(what, sizeof what, "author removed from the team (roster version %llu); "
+                 "rejected", v);
+    else
+        snprintf(what, sizeof what, "roster version %llu does not let its author write in "
+                 "this scope; rejected", v);
+    describe(msg, sizeof msg, st, run[i]->op.seq, what);
+    reject(g, MESH_EPERM, msg);
+    return i;
+}
+
+/* A roster op of the authority was stored: it becomes the roster held. */
+static int roster_adopt(ingest *g, const mesh_op *op)
+{
+    mesh_team *team = NULL;
+    int rc = mesh_team_decode(op->body, op->body_len, g->authority, &team);
+    if (rc == MESH_OK) rc = mesh_store_roster_install(g->t, team);
+    if (rc != MESH_OK) {
+        mesh_team_free(team);
+        return rc;
+    }
+    mesh_team_free(g->roster);
+    g->roster = team;
+    g->roster_changed = true;
+    return MESH_OK;
+}
+
 /* Stores one verified op: log, stream index, state. */
 static int apply_one(ingest *g, const mesh_stream *st, const item *it, bool *equivocation)
 {
     uint8_t key[MESH_STORE_LOG_KEY_BYTES];
     log_key(key, it->op.entity, it->op.row_version, it->op.author);
     MDB_val k = mval(key, sizeof key), v;
-    v.mv_size = MESH_SIG_BYTES + it->rec.op_len;
+    v.mv_size = MESH_SIG_BYTES + it->rec.op_len + mesh_store_rec_overhead(g->t);
     int rc = put_seq(g->t, DB_LOG, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
     if (rc == MDB_KEYEXIST) {
         /* The author already wrote this (entity, rowVersion) at another place in its streams. */
@@ -156,8 +289,9 @@ static int apply_one(ingest *g, const mesh_stream *st, const item *it, bool *equ
         return MESH_OK;
     }
     if (rc != 0) return mesh_lmdb_err(g->t, rc, "storing an op");
-    memcpy(v.mv_data, it->rec.sig, MESH_SIG_BYTES);
-    memcpy((uint8_t *)v.mv_data + MESH_SIG_BYTES, it->rec.op, it->rec.op_len);
+    rc = mesh_store_rec_seal(g->t, DB_LOG, &k, it->rec.sig, it->rec.op, it->rec.op_len,
+                             v.mv_data);
+    if (rc != MESH_OK) return rc;
 
     uint8_t skey[16];
     pending_key(skey, st->sid, it->op.seq);
@@ -240,10 +374,21 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     }
     if (rc != MESH_OK) goto out;
 
-    /* Everything beyond the gap waits. */
+    /* Everything beyond the gap waits, unless the roster will never admit it. */
+    uint64_t limit = UINT64_MAX;
+    if (g->roster != NULL && memcmp(st.author, g->authority, MESH_KEY_BYTES) != 0)
+        limit = mesh_team_write_limit(g->roster, st.author, st.scope, st.scope_len);
     for (; i < n; i++) {
         if (i > 0 && gi(i).op.seq == gi(i - 1).op.seq) {
             g->rep->duplicate++;
+            continue;
+        }
+        if (gi(i).op.seq > limit) {
+            char why[256];
+            describe(why, sizeof why, &st, gi(i).op.seq, "beyond what the team roster admits "
+                     "for its author; rejected");
+            g->rep->rejected++;
+            reject(g, MESH_EPERM, why);
             continue;
         }
         if ((rc = pending_park(g, gp[i])) != MESH_OK) goto out;
@@ -273,6 +418,8 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
         describe(msg, sizeof msg, &st, run[valid]->op.seq, "bad signature");
         reject(g, MESH_ESIG, msg);
     }
+    if (g->team_on && valid > 0) valid = team_check(g, &st, run, valid);
+    bool from_authority = g->team_on && memcmp(st.author, g->authority, MESH_KEY_BYTES) == 0;
 
     size_t applied = 0;
     for (; applied < valid; applied++) {
@@ -285,6 +432,9 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
             reject(g, MESH_ECORRUPT, msg);
             break;
         }
+        if (from_authority && is_roster(&run[applied]->op) &&
+            (rc = roster_adopt(g, &run[applied]->op)) != MESH_OK)
+            goto out;
         g->rep->applied++;
     }
     /* Ops after the first bad one are not stored: they depend on it. */
@@ -309,8 +459,17 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
         return mesh_err(MESH_ELIMIT, "%zu ops in one ingest; the limit is %u", n,
                         MESH_INGEST_BATCH_MAX);
     ingest g = {.t = t, .mode = mode, .rep = rep};
+    int trc = mesh_store_team_get(t, g.authority);
+    if (trc == MESH_OK) {
+        g.team_on = true;
+        trc = mesh_store_roster_get(t, &g.roster);
+    }
+    if (trc != MESH_OK && trc != MESH_ENOTFOUND) return trc;
     item *items = malloc(sizeof *items * (n ? n : 1));
-    if (items == NULL) return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
+    if (items == NULL) {
+        mesh_team_free(g.roster);
+        return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
+    }
     size_t m = 0;
     mesh_sid_memo memo = {0};
     for (size_t i = 0; i < n; i++) {
@@ -333,19 +492,25 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     item **order = malloc(sizeof *order * (m ? m : 1));
     if (order == NULL) {
         free(items);
+        mesh_team_free(g.roster);
         return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
     }
     for (size_t i = 0; i < m; i++) order[i] = &items[i];
     qsort(order, m, sizeof *order, item_cmp);
     int rc = MESH_OK;
-    for (size_t i = 0; i < m && rc == MESH_OK;) {
-        size_t j = i + 1;
-        while (j < m && order[j]->sid == order[i]->sid) j++;
-        rc = ingest_stream(&g, order + i, j - i);
-        i = j;
-    }
+    /* The authority's streams go first: a roster in this batch judges the other streams. */
+    for (int pass = g.team_on ? 0 : 1; pass < 2; pass++)
+        for (size_t i = 0; i < m && rc == MESH_OK;) {
+            size_t j = i + 1;
+            while (j < m && order[j]->sid == order[i]->sid) j++;
+            bool auth = g.team_on && memcmp(order[i]->op.author, g.authority, MESH_KEY_BYTES) == 0;
+            if (pass == 1 ? !auth : auth) rc = ingest_stream(&g, order + i, j - i);
+            i = j;
+        }
     free(order);
     free(items);
+    if (rc == MESH_OK && g.roster_changed) rc = mesh_store_team_enforce(t, g.roster, NULL);
+    mesh_team_free(g.roster);
     if (rc == MESH_OK && g.hlc_max) {
         uint64_t seen;
         rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen);

@@ -4,6 +4,7 @@
 #include "store/store_int.h"
 
 #include "crypto/crypto.h"
+#include "store/seal_int.h"
 
 #include <stdio.h>
 #include <sys/stat.h>
@@ -19,14 +20,11 @@ int mesh_store_entity_ops(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES],
     for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
          rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
         if (k.mv_size != MESH_STORE_LOG_KEY_BYTES || memcmp(k.mv_data, entity, 16) != 0) break;
-        if (v.mv_size <= MESH_SIG_BYTES) {
-            out = mesh_err(MESH_ECORRUPT, "a stored op is damaged");
-            break;
-        }
-        mesh_oprec rec = {.sig = v.mv_data,
-                          .op = (const uint8_t *)v.mv_data + MESH_SIG_BYTES,
-                          .op_len = v.mv_size - MESH_SIG_BYTES};
-        out = fn(&rec, ctx);
+        mesh_rec_mark mark = mesh_store_rec_mark(t);
+        mesh_oprec rec;
+        out = mesh_store_rec_open(t, DB_LOG, &k, &v, &rec);
+        if (out == MESH_OK) out = fn(&rec, ctx);
+        mesh_store_rec_release(t, mark);
         if (out != MESH_OK) break;
     }
     if (out == MESH_OK && rc != 0 && rc != MDB_NOTFOUND)

@@ -4,6 +4,8 @@
  */
 #include "store/store_int.h"
 
+#include "store/seal_int.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -129,6 +131,7 @@ int mesh_store_open(const char *dir, const mesh_store_opts *opts, mesh_store **o
     s->map_bytes_max = o->map_bytes_max ? o->map_bytes_max : MESH_MAP_BYTES_MAX;
     int rc = env_open(s, dir, o);
     if (rc == MESH_OK) rc = mesh_store_write(s, init_fn, &create);
+    if (rc == MESH_OK) rc = mesh_store_read(s, mesh_store_seal_probe, NULL);
     if (rc != MESH_OK) {
         mesh_store_close(s);
         return rc;
@@ -141,6 +144,7 @@ void mesh_store_close(mesh_store *s)
 {
     if (s == NULL) return;
     if (s->env) mdb_env_close(s->env);
+    mesh_store_seal_close(s);
     free(s);
 }
 
@@ -181,6 +185,7 @@ int mesh_store_write(mesh_store *s, int (*fn)(mesh_txn *txn, void *ctx), void *c
         int rc = txn_begin(s, 0, &t);
         if (rc != MESH_OK) return rc;
         rc = fn(&t, ctx);
+        mesh_store_rec_fini(&t);
         if (rc == MESH_OK) {
             int mrc = mdb_txn_commit(t.txn);
             if (mrc == 0) return MESH_OK;
@@ -202,6 +207,7 @@ int mesh_store_read(mesh_store *s, int (*fn)(mesh_txn *txn, void *ctx), void *ct
     int rc = txn_begin(s, MDB_RDONLY, &t);
     if (rc != MESH_OK) return rc;
     rc = fn(&t, ctx);
+    mesh_store_rec_fini(&t);
     mdb_txn_abort(t.txn);
     return rc;
 }
@@ -324,11 +330,7 @@ int mesh_store_op_get(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES], const 
     int rc = mdb_get(t->txn, t->s->dbi[DB_LOG], &k, &v);
     if (rc == MDB_NOTFOUND) return MESH_ENOTFOUND;
     if (rc != 0) return mesh_lmdb_err(t, rc, "reading an op");
-    if (v.mv_size <= MESH_SIG_BYTES) return mesh_err(MESH_ECORRUPT, "a stored op is damaged");
-    out->sig = v.mv_data;
-    out->op = (const uint8_t *)v.mv_data + MESH_SIG_BYTES;
-    out->op_len = v.mv_size - MESH_SIG_BYTES;
-    return MESH_OK;
+    return mesh_store_rec_open(t, DB_LOG, &k, &v, out);
 }
 
 int mesh_store_stream_ops(mesh_txn *t, uint64_t sid, uint64_t seq_from,
@@ -351,15 +353,15 @@ int mesh_store_stream_ops(mesh_txn *t, uint64_t sid, uint64_t seq_from,
         }
         MDB_val lk = v, lv;
         int grc = mdb_get(t->txn, t->s->dbi[DB_LOG], &lk, &lv);
-        if (grc != 0 || lv.mv_size <= MESH_SIG_BYTES) {
-            out = grc ? mesh_lmdb_err(t, grc, "reading a stream's op")
-                      : mesh_err(MESH_ECORRUPT, "a stored op is damaged");
+        if (grc != 0) {
+            out = mesh_lmdb_err(t, grc, "reading a stream's op");
             break;
         }
-        mesh_oprec rec = {.sig = lv.mv_data,
-                          .op = (const uint8_t *)lv.mv_data + MESH_SIG_BYTES,
-                          .op_len = lv.mv_size - MESH_SIG_BYTES};
-        out = fn(&rec, mesh_be64_get((const uint8_t *)k.mv_data + 8), ctx);
+        mesh_rec_mark mark = mesh_store_rec_mark(t);
+        mesh_oprec rec;
+        out = mesh_store_rec_open(t, DB_LOG, &lk, &lv, &rec);
+        if (out == MESH_OK) out = fn(&rec, mesh_be64_get((const uint8_t *)k.mv_data + 8), ctx);
+        mesh_store_rec_release(t, mark);
         if (out != MESH_OK) break;
     }
     if (out == MESH_OK && rc != 0 && rc != MDB_NOTFOUND) out = mesh_lmdb_err(t, rc, "reading a stream");

@@ -28,6 +28,8 @@ struct mesh_store {
     MDB_dbi dbi[DB_COUNT];
     uint64_t map_bytes_max;
     char dir[4096];
+    bool sealed;                 /* op records are encrypted (seal.c) */
+    struct mesh_seal *seal;      /* their key; NULL until mesh_store_seal_open() */
 };
 
 struct mesh_txn {
@@ -37,6 +39,8 @@ struct mesh_txn {
     bool map_full;
     /* Per database: appending failed once in this transaction, so stop trying (see put_seq). */
     bool no_append[DB_COUNT];
+    /* Decrypted op records of a sealed store, freed when the transaction ends (seal.c). */
+    struct mesh_rec_arena *arena;
 };
 
 /*
