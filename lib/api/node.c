@@ -4,7 +4,10 @@
  */
 #include "api/node_int.h"
 
+#include "crypto/atrest.h"
 #include "model/hlc.h"
+#include "store/seal.h"
+#include "store/team.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -97,12 +100,67 @@ static int mkdir_parents(const char *dir)
 
 typedef struct init_ctx {
     const char *scope;
+    bool has_team;
+    uint8_t team[MESH_KEY_BYTES];
 } init_ctx;
 
 static int init_meta(mesh_txn *t, void *vctx)
 {
     init_ctx *c = vctx;
-    return mesh_store_meta_put(t, "scope", c->scope, strlen(c->scope));
+    int rc = mesh_store_meta_put(t, "scope", c->scope, strlen(c->scope));
+    if (rc == MESH_OK && c->has_team) rc = mesh_store_team_set(t, c->team);
+    return rc;
+}
+
+/* The key of a new encrypted store, before anything is written: from a passphrase (a fresh
+ * salt) or from a key file (read, or created if missing). */
+static int seal_prepare(const mesh_init_opts *o, mesh_seal_info *info,
+                        uint8_t key[MESH_SEAL_KEY_BYTES])
+{
+    memset(info, 0, sizeof *info);
+    info->kind = o->passphrase ? MESH_SEAL_PASSPHRASE : MESH_SEAL_KEYFILE;
+    if (o->passphrase) {
+        info->ops = MESH_PWHASH_OPS_DEFAULT;
+        info->mem = MESH_PWHASH_MEM_DEFAULT;
+        mesh_random(info->salt, sizeof info->salt);
+        return mesh_seal_key_derive(o->passphrase, strlen(o->passphrase), info->salt, info->ops,
+                                    info->mem, key);
+    }
+    int rc = mesh_keyfile_load(o->key_file, key);
+    if (rc == MESH_ENOTFOUND) rc = mesh_keyfile_create(o->key_file, key);
+    return rc;
+}
+
+/* Unlocks an encrypted store with the passphrase or key file the caller gave. */
+static int seal_unlock(mesh_node *n, const mesh_open_opts *o)
+{
+    mesh_seal_info info;
+    int rc = mesh_store_seal_info(n->store, &info);
+    if (rc != MESH_OK || info.kind == MESH_SEAL_NONE) return rc;
+    uint8_t key[MESH_SEAL_KEY_BYTES];
+    if (info.kind == MESH_SEAL_KEYFILE) {
+        if (o == NULL || o->key_file == NULL)
+            return mesh_err(MESH_EPERM, "the node in %s is encrypted with a key file; give it "
+                            "(--key-file FILE)", n->dir);
+        rc = mesh_keyfile_load(o->key_file, key);
+        if (rc == MESH_ENOTFOUND) rc = mesh_err(MESH_EPERM, "%s", mesh_errmsg());
+    } else {
+        char buf[MESH_PASSPHRASE_BYTES_MAX + 1];
+        const char *pass = o ? o->passphrase : NULL;
+        if (pass == NULL && o && o->passphrase_cb &&
+            o->passphrase_cb(buf, sizeof buf, o->passphrase_ctx) == 0) {
+            buf[sizeof buf - 1] = '\0';
+            pass = buf;
+        }
+        if (pass == NULL)
+            return mesh_err(MESH_EPERM, "the node in %s is encrypted with a passphrase; give "
+                            "it to open the node", n->dir);
+        rc = mesh_seal_key_derive(pass, strlen(pass), info.salt, info.ops, info.mem, key);
+        mesh_wipe(buf, sizeof buf);
+    }
+    if (rc == MESH_OK) rc = mesh_store_seal_open(n->store, key);
+    mesh_wipe(key, sizeof key);
+    return rc;
 }
 
 int mesh_node_init(const char *dir, const mesh_init_opts *opts)
@@ -116,6 +174,18 @@ int mesh_node_init(const char *dir, const mesh_init_opts *opts)
                         "scope '%s' is not a boundary path: use 1-64 characters of "
                         "A-Z a-z 0-9 _ . - separated by single '/', e.g. MZ/NAMPULA/ERATI",
                         scope);
+    init_ctx c = {.scope = scope};
+    if (opts && opts->team) {
+        char hex[MESH_KEY_STR_LEN];
+        if ((rc = mesh_key_parse(opts->team, hex)) != MESH_OK) return rc;
+        mesh_hex_decode(hex, c.team, MESH_KEY_BYTES);
+        c.has_team = true;
+    }
+    if (opts && opts->passphrase && opts->key_file)
+        return mesh_err(MESH_EINVAL, "encrypt with a passphrase or with a key file, not both");
+    bool sealed = opts && (opts->passphrase || opts->key_file);
+    mesh_seal_info seal;
+    uint8_t seal_key[MESH_SEAL_KEY_BYTES];
 
     /* Validate the type configuration before touching the disk. */
     char *types_text = NULL;
@@ -154,6 +224,10 @@ int mesh_node_init(const char *dir, const mesh_init_opts *opts)
         free(types_text);
         return rc;
     }
+    if (sealed && (rc = seal_prepare(opts, &seal, seal_key)) != MESH_OK) {
+        free(types_text);
+        return rc;
+    }
 
     mesh_identity id;
     mesh_identity_generate(&id);
@@ -161,14 +235,17 @@ int mesh_node_init(const char *dir, const mesh_init_opts *opts)
     mesh_identity_wipe(&id);
     if (rc == MESH_OK) rc = write_file_atomic(typespath, types_text, types_len);
     free(types_text);
-    if (rc != MESH_OK) return rc;
+    if (rc != MESH_OK) {
+        if (sealed) mesh_wipe(seal_key, sizeof seal_key);
+        return rc;
+    }
 
-    mesh_store *s;
+    mesh_store *s = NULL;
     mesh_store_opts so = {.create = true};
     rc = mesh_store_open(storepath, &so, &s);
-    if (rc != MESH_OK) return rc;
-    init_ctx c = {.scope = scope};
-    rc = mesh_store_write(s, init_meta, &c);
+    if (rc == MESH_OK) rc = mesh_store_write(s, init_meta, &c);
+    if (rc == MESH_OK && sealed) rc = mesh_store_seal_init(s, &seal, seal_key);
+    if (sealed) mesh_wipe(seal_key, sizeof seal_key);
     mesh_store_close(s);
     return rc;
 }
@@ -237,6 +314,8 @@ int mesh_node_open(const char *dir, const mesh_open_opts *opts, mesh_node **out)
         rc = mesh_err_wrap(rc == MESH_ENOTFOUND ? MESH_ENOTSTORE : rc, "%s", typespath);
         goto fail;
     }
+    rc = seal_unlock(n, opts);
+    if (rc != MESH_OK) goto fail;
     rc = mesh_store_read(n->store, load_meta, n);
     if (rc != MESH_OK) goto fail;
     n->sid = mesh_stream_id(n->id.pk, n->scope, n->scope_len);

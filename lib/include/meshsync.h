@@ -93,13 +93,22 @@ typedef struct mesh_init_opts {
     /* Path of an entity-type configuration (JSON) to copy into the node; NULL ships the DIGIT
      * Health Campaign Management types. */
     const char *types_path;
+    /* The team authority's public key (as mesh_key_parse() reads it): the node joins that team
+     * (see mesh_team_join()). NULL: no team for now. */
+    const char *team;
+    /* At-rest encryption of the op-log (docs/SECURITY.md): with a key derived from `passphrase`
+     * (Argon2id), or with the 32-byte key in `key_file` (created, mode 0600, if missing). At most
+     * one of the two; both NULL: not encrypted. Every later open needs the same. */
+    const char *passphrase;
+    const char *key_file;
 } mesh_init_opts;
 
 /*
  * Creates a new node in `dir` (created if missing, mode 0700): a fresh Ed25519 identity
  * (identity.key, mode 0600), the LMDB store and the node configuration.
- * Returns MESH_OK, MESH_EEXIST (dir already holds a node), MESH_EINVAL (bad scope or types
- * file), MESH_EIO, MESH_ENOMEM.
+ * Returns MESH_OK, MESH_EEXIST (dir already holds a node), MESH_EINVAL (bad scope, types file,
+ * team key, or both a passphrase and a key file), MESH_EPERM (a key file others can read),
+ * MESH_ECORRUPT (a key file that is not 32 bytes), MESH_EIO, MESH_ENOMEM.
  */
 MESH_NODISCARD int mesh_node_init(const char *dir, const mesh_init_opts *opts);
 
@@ -110,14 +119,23 @@ typedef struct mesh_open_opts {
      * The simulator injects a virtual clock here. */
     uint64_t (*clock_ms)(void *ctx);
     void *clock_ctx;
+    /* The key of an encrypted node: its passphrase, or its key file (ignored when the node is
+     * not encrypted). When the node needs a passphrase and `passphrase` is NULL,
+     * `passphrase_cb` (if not NULL) is asked: it writes a NUL-terminated passphrase of less than
+     * `cap` bytes into `buf` and returns 0, or returns non-zero to give up. */
+    const char *passphrase;
+    const char *key_file;
+    int (*passphrase_cb)(char *buf, size_t cap, void *ctx);
+    void *passphrase_ctx;
 } mesh_open_opts;
 
 /*
  * Opens the node in `dir`. `opts` may be NULL. On success *out is a handle to close with
  * mesh_node_close().
  * Returns MESH_OK, MESH_ENOTSTORE (no node there, or not a meshsync store), MESH_EVERSION
- * (written by an incompatible version), MESH_EPERM (identity.key readable by others),
- * MESH_ECORRUPT, MESH_EIO, MESH_ENOMEM.
+ * (written by an incompatible version), MESH_EPERM (identity.key or the key file readable by
+ * others; an encrypted node opened without its key, or with a wrong one: "the passphrase does
+ * not open this store"), MESH_ECORRUPT, MESH_EIO, MESH_ENOMEM.
  */
 MESH_NODISCARD int mesh_node_open(const char *dir, const mesh_open_opts *opts, mesh_node **out);
 
@@ -358,6 +376,94 @@ typedef struct mesh_gateway_status {
 } mesh_gateway_status;
 
 MESH_NODISCARD int mesh_gateway_status_get(mesh_node *node, mesh_gateway_status *out);
+
+/* ---- Team: the signed roster and access control (docs/SECURITY.md) ----------------------- */
+
+/*
+ * A team is named by its authority: an Ed25519 key held by the supervisor or district office
+ * (DIR/team-authority.key on that node). The authority signs a versioned roster of the members'
+ * keys, each with a role ("field", "supervisor", "gateway") and the boundary codes (scopes) it
+ * may see. The roster travels through the mesh as an op in the authority's stream; every node
+ * of the team admits only members to connect, replicates to each member only the streams its
+ * scopes allow, and refuses ops its roster does not admit (proto/PROTOCOL.md, "Roster").
+ */
+
+/* Reads a public key given as 64 hex characters, or as the "meshsync:KEY" text that
+ * `meshsync identity` shows as a QR code (case and surrounding blanks do not matter), into
+ * canonical lowercase hex. Returns MESH_OK or MESH_EINVAL. */
+MESH_NODISCARD int mesh_key_parse(const char *text, char out[MESH_KEY_STR_LEN]);
+
+/*
+ * Makes this node the authority of a new team: creates the authority key
+ * (DIR/team-authority.key, mode 0600; keep a backup, it cannot be replaced), joins the team, and
+ * signs roster version 1 listing this node as a supervisor of `root` (NULL: the node's scope),
+ * the team's boundary, within which every member scope must lie. `authority` (may be NULL) gets
+ * the authority key. Returns MESH_OK, MESH_EEXIST (the node already belongs to a team, or the
+ * key file exists), MESH_EINVAL (a bad root, or one that does not contain the node's scope),
+ * MESH_ENOSPC, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_team_create(mesh_node *node, const char *root,
+                                    char authority[MESH_KEY_STR_LEN]);
+
+/* Makes this node a member-to-be of the team of `authority` (as mesh_key_parse() reads it): it
+ * will accept only that authority's rosters. It holds no roster until one arrives by sync.
+ * Returns MESH_OK, MESH_EINVAL, MESH_EEXIST (the node belongs to another team), MESH_EIO. */
+MESH_NODISCARD int mesh_team_join(mesh_node *node, const char *authority);
+
+/*
+ * On the authority's node: adds member `key` (or changes an existing member: role, scopes; a
+ * removed member is re-admitted) with `role` and `nscopes` (1..16) boundary codes within the
+ * team's root, and signs the next roster version (in *version if not NULL). Streams the member
+ * held in scopes it no longer has are closed at the position this node holds.
+ * Returns MESH_OK, MESH_EINVAL (a bad key, role or scope), MESH_EPERM (this node does not hold
+ * the authority key), MESH_ENOTFOUND (the node holds no roster), MESH_ELIMIT (too many members
+ * or scopes), MESH_ENOSPC, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_team_add(mesh_node *node, const char *key, const char *role,
+                                 const char *const *scopes, size_t nscopes, uint64_t *version);
+
+/*
+ * On the authority's node: removes member `key` and signs the next roster version. Its streams
+ * are closed at the position this node holds: ops it signed up to there stay everywhere, later
+ * ones are refused by every node, and it can no longer connect to one that has the new roster.
+ * Returns MESH_OK, MESH_EINVAL, MESH_EPERM (no authority key here), MESH_ENOTFOUND (not a
+ * member, or already removed), MESH_ENOSPC, MESH_EIO.
+ */
+MESH_NODISCARD int mesh_team_remove(mesh_node *node, const char *key, uint64_t *version);
+
+typedef struct mesh_team_info {
+    int joined;                          /* 1 if the node belongs to a team */
+    char authority[MESH_KEY_STR_LEN];    /* the team authority's key ("" if none) */
+    int is_authority;                    /* 1 if this data directory holds the authority key */
+    uint64_t version;                    /* the roster held (0: none yet) */
+    char root[65];                       /* the team's boundary ("" without a roster) */
+    uint64_t members;                    /* roster entries, removed members included */
+    int member;                          /* 1 if this node is a current member */
+} mesh_team_info;
+
+MESH_NODISCARD int mesh_team_info_get(mesh_node *node, mesh_team_info *out);
+
+typedef struct mesh_team_cut {
+    const char *scope;
+    uint64_t seq;                        /* the last op of the stream that is admitted */
+} mesh_team_cut;
+
+/* One roster entry, as passed to callbacks. Pointers are borrowed for the callback. */
+typedef struct mesh_team_member_info {
+    char key[MESH_KEY_STR_LEN];
+    const char *role;                    /* "field", "supervisor", "gateway" */
+    int removed;
+    size_t nscopes;
+    const char *const *scopes;
+    size_t ncuts;                        /* streams closed at a position */
+    const mesh_team_cut *cuts;
+} mesh_team_member_info;
+
+typedef int (*mesh_team_member_cb)(const mesh_team_member_info *m, void *ctx);
+
+/* Calls `cb` for each entry of the roster held, in key order. Returns MESH_OK, the callback's
+ * value, MESH_ENOTFOUND (no roster held), MESH_ECORRUPT, MESH_EIO. */
+MESH_NODISCARD int mesh_team_members(mesh_node *node, mesh_team_member_cb cb, void *ctx);
 
 /* ---- Ingest, export and import ----------------------------------------------------------- */
 

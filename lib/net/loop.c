@@ -23,6 +23,7 @@
 #include "net/roster.h"
 #include "net/transport.h"
 #include "net/zap.h"
+#include "store/team.h"
 #include "sync/session.h"
 
 #include <arpa/inet.h>
@@ -79,6 +80,7 @@ static const char *const SLOT_NAMES[] = {"waiting", "running", "done", "failed"}
 
 typedef struct peer {
     bool used;
+    struct mesh_loop *l;             /* the loop (scope filters reach the roster through it) */
     uint8_t pk[32];
     char ks[9];                      /* short key for log lines */
     char endpoint[MESH_ENDPOINT_MAX]; /* where we dial it; "" if unknown */
@@ -162,8 +164,18 @@ struct mesh_loop {
     bool zap_on;
     mesh_discovery disc;
     bool disc_on;
-    mesh_roster roster;              /* owned copy (file or the caller's keys) */
+    mesh_roster roster;              /* owned copy (team roster, file or the caller's keys) */
     bool roster_from_file;
+    /* A node in a team (store/team.h) takes its roster from the store: the signed roster's
+     * members are admitted, and each session replicates only what the roster lets each side
+     * hold. Without a roster yet (bootstrap) nobody is admitted inbound; the node dials peers
+     * given with their key, sends them only the authority's stream, and takes what they send
+     * (its ingest judges it as soon as a roster arrives). */
+    bool team_mode;
+    uint8_t authority[32];
+    mesh_team *team;                 /* the roster held; NULL in bootstrap */
+    uint64_t roster_version;
+    bool roster_dirty;               /* a session stored ops: look for a new roster at once */
     void *control;                   /* REP socket, or NULL */
     int lock_fd;
 
@@ -272,7 +284,9 @@ static peer *peer_add(mesh_loop *l, const uint8_t pk[32], unsigned src)
         return p;
     }
     if (memcmp(pk, l->node->id.pk, 32) == 0) return NULL;
-    if (mesh_roster_find(&l->roster, pk) == NULL) return NULL;
+    /* Waiting for a first roster, a node may dial the peers its operator named with their key. */
+    bool bootstrap = l->team_mode && l->team == NULL && (src & SRC_STATIC);
+    if (!bootstrap && mesh_roster_find(&l->roster, pk) == NULL) return NULL;
     size_t i = 0;
     while (i < l->npeers_used && l->peers[i].used) i++;
     if (i == MESH_PEERS_MAX) {
@@ -284,6 +298,7 @@ static peer *peer_add(mesh_loop *l, const uint8_t pk[32], unsigned src)
     p = &l->peers[i];
     memset(p, 0, sizeof *p);
     p->used = true;
+    p->l = l;
     memcpy(p->pk, pk, 32);
     mesh_log_key(pk, p->ks);
     p->src = src;
@@ -527,6 +542,23 @@ static void *session_sock(mesh_loop *l, peer *p)
     return p->initiator ? p->dealer.sock : l->tr.router;
 }
 
+/* Scope filters of a team node's sessions (sync/session.h): what the roster lets the peer and
+ * this node hold. Without a roster (bootstrap) the peer gets only the authority's stream and
+ * this node takes everything, which its ingest judges once the roster is in. */
+static bool peer_may_hold(const uint8_t author[32], const char *scope, size_t len, void *ctx)
+{
+    const peer *p = ctx;
+    if (p->l->team == NULL) return memcmp(author, p->l->authority, 32) == 0;
+    return mesh_team_may_hold(p->l->team, p->pk, author, scope, len);
+}
+
+static bool self_may_hold(const uint8_t author[32], const char *scope, size_t len, void *ctx)
+{
+    const peer *p = ctx;
+    if (p->l->team == NULL) return true;
+    return mesh_team_may_hold(p->l->team, p->l->node->id.pk, author, scope, len);
+}
+
 static int session_new(mesh_loop *l, peer *p, bool initiator, uint64_t sid, uint64_t now)
 {
     mesh_session_opts so = {
@@ -534,6 +566,11 @@ static int session_new(mesh_loop *l, peer *p, bool initiator, uint64_t sid, uint
         .initiator = initiator,
         .idle_timeout_ms = l->o.session_idle_ms,
     };
+    if (l->team_mode) {
+        so.peer_may_hold = peer_may_hold;
+        so.self_may_hold = self_may_hold;
+        so.filter_ctx = p;
+    }
     memcpy(so.self, l->node->id.pk, 32);
     memcpy(so.peer, p->pk, 32);
     mesh_session *s = NULL;
@@ -626,15 +663,17 @@ static void session_end(mesh_loop *l, peer *p, const char *why, bool tell_peer)
     }
     if (st.ops_rejected > 0) {
         char msg[400];
-        const char *reason = st.error_msg[0] ? st.error_msg
-                                             : "they failed verification (bad signature or "
-                                               "broken hash chain)";
+        const char *reason = st.reject_msg[0] ? st.reject_msg
+                             : st.error_msg[0]  ? st.error_msg
+                                                : "they failed verification (bad signature or "
+                                                  "broken hash chain)";
         snprintf(msg, sizeof msg, "rejected %" PRIu64 " ops from %s: %s", st.ops_rejected, p->ks,
                  reason);
         peer_error(l, p, msg);
         mesh_log_error("%s; nothing after the first bad op of that stream was stored", msg);
     }
     jobs_session_ended(l, p, &st, ok, ok ? NULL : err);
+    if (l->team_mode && st.ops_applied > 0) l->roster_dirty = true;
     mesh_session_free(p->sess);
     p->sess = NULL;
     p->sid = 0;
@@ -1104,6 +1143,12 @@ static json_t *daemon_json(mesh_loop *l)
     json_object_set_new(d, "uptime_ms", json_integer((json_int_t)(mono_ms() - l->start_mono)));
     json_object_set_new(d, "discovery", json_boolean(l->disc.bcast_fd >= 0));
     json_object_set_new(d, "roster_members", json_integer((json_int_t)l->roster.count));
+    if (l->team_mode) {
+        char auth[65];
+        mesh_hex_encode(l->authority, 32, auth);
+        json_object_set_new(d, "team_authority", json_string(auth));
+        json_object_set_new(d, "roster_version", json_integer((json_int_t)l->roster_version));
+    }
     json_object_set_new(d, "sessions_active", json_integer((json_int_t)l->active));
     json_object_set_new(d, "sessions_total", json_integer((json_int_t)l->sessions_total));
     json_object_set_new(d, "refused_connections", json_integer((json_int_t)l->zap.refused));
@@ -1219,6 +1264,21 @@ static void control_serve(mesh_loop *l)
 
 /* ---- Roster ---------------------------------------------------------------------------------- */
 
+/* Drops peers that are no longer on the roster: their sessions end and their connections
+ * close (ZAP refuses them from now on). */
+static void roster_prune(mesh_loop *l)
+{
+    for (size_t i = 0; i < l->npeers_used; i++) {
+        peer *p = &l->peers[i];
+        if (!p->used || mesh_roster_find(&l->roster, p->pk)) continue;
+        mesh_log_info("peer %s is no longer on the roster; disconnecting", p->ks);
+        if (p->sess) session_end(l, p, "removed from the roster", true);
+        mesh_dealer_close(&p->dealer);
+        mesh_buf_fini(&p->out);
+        p->used = false;
+    }
+}
+
 static void roster_reload(mesh_loop *l)
 {
     if (!l->roster_from_file || !mesh_roster_changed(&l->roster)) return;
@@ -1236,15 +1296,68 @@ static void roster_reload(mesh_loop *l)
     mesh_roster_fini(&l->roster);
     l->roster = fresh;
     mesh_log_info("reloaded the roster %s: %zu members", l->roster.path, l->roster.count);
+    roster_prune(l);
+}
+
+typedef struct team_read {
+    uint64_t version;
+    mesh_team *team;
+    bool load;
+} team_read;
+
+static int team_read_fn(mesh_txn *t, void *ctx)
+{
+    team_read *r = ctx;
+    int rc = mesh_store_roster_version(t, &r->version);
+    if (rc == MESH_OK && r->load && r->version > 0) rc = mesh_store_roster_get(t, &r->team);
+    return rc;
+}
+
+/* Takes up the signed roster the store holds, if it is not the one in use. Sessions running
+ * with a peer that left the roster end at once; the others go on under the new rules. */
+static int team_refresh(mesh_loop *l, bool force)
+{
+    team_read r = {0};
+    int rc = mesh_store_read(l->node->store, team_read_fn, &r);
+    if (rc != MESH_OK || (!force && r.version == l->roster_version)) return rc;
+    r.load = true;
+    rc = mesh_store_read(l->node->store, team_read_fn, &r);
+    mesh_roster fresh;
+    if (rc == MESH_OK) rc = mesh_roster_from_team(r.team, l->authority, &fresh);
+    if (rc != MESH_OK) {
+        mesh_team_free(r.team);
+        return rc;
+    }
+    bool running = l->zap_on || l->disc_on;  /* not the load at start-up */
+    mesh_roster_fini(&l->roster);
+    l->roster = fresh;
+    mesh_team_free(l->team);
+    l->team = r.team;
+    l->roster_version = r.version;
+    if (r.team == NULL) {
+        char auth[65];
+        mesh_hex_encode(l->authority, 32, auth);
+        mesh_log_info("this node joined the team of authority %.16s... but holds no roster yet; "
+                      "it gets one from a member dialled with --peer KEY@tcp://HOST:PORT", auth);
+        return MESH_OK;
+    }
+    const mesh_team_member *self = mesh_team_find(r.team, l->node->id.pk);
+    mesh_log_info("team roster version %" PRIu64 ": %zu members admitted%s", r.version,
+                  l->roster.count,
+                  self == NULL     ? "; this node is not on it, so members will refuse it"
+                  : self->removed ? "; this node has been removed from the team"
+                                  : "");
+    if (!running) return MESH_OK;
+    roster_prune(l);
+    /* What each side may hold has changed (a first roster lets this node send its own ops): sync
+     * again with every peer still connected. */
     for (size_t i = 0; i < l->npeers_used; i++) {
         peer *p = &l->peers[i];
-        if (!p->used || mesh_roster_find(&l->roster, p->pk)) continue;
-        mesh_log_info("peer %s is no longer on the roster; disconnecting", p->ks);
-        if (p->sess) session_end(l, p, "removed from the roster", true);
-        mesh_dealer_close(&p->dealer);
-        mesh_buf_fini(&p->out);
-        p->used = false;
+        if (!p->used) continue;
+        p->synced_valid = false;
+        if (p->connected) peer_want(l, p, "new roster");
     }
+    return MESH_OK;
 }
 
 /* ---- Setup and teardown -------------------------------------------------------------------- */
@@ -1300,6 +1413,8 @@ static int control_open(mesh_loop *l)
     return MESH_OK;
 }
 
+static int team_get_fn(mesh_txn *t, void *ctx) { return mesh_store_team_get(t, ctx); }
+
 int mesh_loop_new(const mesh_loop_opts *o, mesh_loop **out)
 {
     *out = NULL;
@@ -1322,7 +1437,17 @@ int mesh_loop_new(const mesh_loop_opts *o, mesh_loop **out)
     l->start_ms = wall_ms(l);
     int rc = MESH_OK;
 
-    if (o->roster) {
+    if (!o->roster) {
+        /* A node in a team takes its roster from the store; the file is for nodes in none. */
+        rc = mesh_store_read(l->node->store, team_get_fn, l->authority);
+        if (rc == MESH_OK) l->team_mode = true;
+        else if (rc == MESH_ENOTFOUND) rc = MESH_OK;
+    }
+    if (rc != MESH_OK) {
+        /* the store could not be read */
+    } else if (l->team_mode) {
+        rc = team_refresh(l, true);
+    } else if (o->roster) {
         /* Keep a private copy: the loop may outlive the caller's roster. */
         uint8_t(*keys)[32] = malloc(o->roster->count * 32 + 1);
         if (keys == NULL) {
@@ -1340,7 +1465,7 @@ int mesh_loop_new(const mesh_loop_opts *o, mesh_loop **out)
         if (rc == MESH_OK) rc = mesh_roster_load(path, &l->roster);
         l->roster_from_file = true;
     }
-    if (rc == MESH_OK && mesh_roster_find(&l->roster, l->node->id.pk) == NULL)
+    if (rc == MESH_OK && !l->team_mode && mesh_roster_find(&l->roster, l->node->id.pk) == NULL)
         mesh_log_warn("this node's own key is not on the roster %s: peers with the same roster "
                       "will refuse it", l->roster.path[0] ? l->roster.path : "(memory)");
     if (rc == MESH_OK && o->control) rc = take_lock(l);
@@ -1431,6 +1556,7 @@ void mesh_loop_free(mesh_loop *l)
     if (l->zap_on) mesh_zap_stop(&l->zap);
     if (l->tr.zctx) mesh_transport_fini(&l->tr);
     mesh_roster_fini(&l->roster);
+    mesh_team_free(l->team);
     if (l->lock_fd >= 0) close(l->lock_fd);
     free(l->peers);
     free(l->jobs);
@@ -1451,6 +1577,8 @@ static void timers(mesh_loop *l, uint64_t now)
         uint64_t g = store_gen(l);
         if (g != l->gen) mesh_log_debug("store changed: %" PRIu64 " -> %" PRIu64 " ops", l->gen, g);
         l->gen = g;
+        if (l->team_mode && team_refresh(l, false) != MESH_OK)
+            mesh_log_warn("cannot read the team roster: %s", mesh_errmsg());
         /* Pass on what changed to every connected peer not already level with us. */
         for (size_t i = 0; i < l->npeers_used; i++) {
             peer *p = &l->peers[i];
@@ -1469,6 +1597,11 @@ static void timers(mesh_loop *l, uint64_t now)
     if (now >= l->next_roster_check) {
         roster_reload(l);
         l->next_roster_check = now + ROSTER_CHECK_MS;
+    }
+    if (l->roster_dirty) {
+        l->roster_dirty = false;
+        if (team_refresh(l, false) != MESH_OK)
+            mesh_log_warn("cannot read the team roster: %s", mesh_errmsg());
     }
     for (size_t i = 0; i < l->npeers_used; i++) {
         peer *p = &l->peers[i];

@@ -16,10 +16,11 @@ static int cmp_member(const void *a, const void *b)
                   32);
 }
 
-/* Sorts, merges duplicates, derives curve keys and the team key. */
-static int finish(mesh_roster *r)
+/* Sorts, merges duplicates, derives curve keys and, unless `team_key` is given, the team key
+ * from the keys. A signed roster may be empty (a node waiting for its first roster). */
+static int finish(mesh_roster *r, const uint8_t *team_key)
 {
-    if (r->count == 0)
+    if (r->count == 0 && team_key == NULL)
         return mesh_err(MESH_EINVAL, "roster %s lists no keys; add each team member's key "
                         "('meshsync identity' prints it), one per line",
                         r->path[0] ? r->path : "(memory)");
@@ -43,6 +44,7 @@ static int finish(mesh_roster *r)
         mesh_hash_update(&h, r->members[i].ed_pk, 32);
     }
     mesh_hash_final(&h, r->team_key);
+    if (team_key) memcpy(r->team_key, team_key, 32);
     return MESH_OK;
 }
 
@@ -106,7 +108,7 @@ int mesh_roster_load(const char *path, mesh_roster *r)
     }
     if (rc == MESH_OK && ferror(f)) rc = mesh_err(MESH_EIO, "cannot read roster %s", path);
     fclose(f);
-    if (rc == MESH_OK) rc = finish(r);
+    if (rc == MESH_OK) rc = finish(r, NULL);
     if (rc != MESH_OK) mesh_roster_fini(r);
     return rc;
 }
@@ -122,7 +124,36 @@ int mesh_roster_from_keys(const uint8_t (*keys)[32], size_t n, mesh_roster *r)
             return rc;
         }
     }
-    int rc = finish(r);
+    int rc = finish(r, NULL);
+    if (rc != MESH_OK) mesh_roster_fini(r);
+    return rc;
+}
+
+void mesh_roster_team_key(const uint8_t authority[32], uint8_t out[32])
+{
+    static const char domain[] = "meshsync/team/v2";
+    mesh_hash_state h;
+    mesh_hash_init(&h);
+    mesh_hash_update(&h, domain, sizeof domain - 1);
+    mesh_hash_update(&h, authority, 32);
+    mesh_hash_final(&h, out);
+}
+
+int mesh_roster_from_team(const mesh_team *team, const uint8_t authority[32], mesh_roster *r)
+{
+    memset(r, 0, sizeof *r);
+    size_t alloc = 0;
+    for (size_t i = 0; team && i < team->nmembers; i++) {
+        if (team->members[i].removed) continue;
+        int rc = add_key(r, team->members[i].key, &alloc);
+        if (rc != MESH_OK) {
+            mesh_roster_fini(r);
+            return rc;
+        }
+    }
+    uint8_t key[32];
+    mesh_roster_team_key(authority, key);
+    int rc = finish(r, key);
     if (rc != MESH_OK) mesh_roster_fini(r);
     return rc;
 }

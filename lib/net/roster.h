@@ -1,13 +1,15 @@
 /*
- * roster.h - the team roster the transport admits: a plain text file of Ed25519 public keys.
+ * roster.h - the keys the transport admits and discovery recognises. Two sources:
  *
- * Format: one key per line as 64 hex characters; '#' starts a comment; blank lines are ignored.
- * Text after the key on the same line (a device name, say) is a comment too. Signed rosters with
- * scopes come with the access-control work; this file is the interim trust list.
- *
- * The roster also names the team for LAN discovery: the team key is BLAKE2b-256 over a domain
- * string and the sorted member keys, so every node holding the same roster recognises the same
- * beacons, and an outsider, who lacks the roster, can neither read nor forge them.
+ *  - A node in a team (meshsync team create / join) uses its signed roster (lib/model/team.h):
+ *    the current members' keys, rebuilt whenever a newer roster is stored. The team key of LAN
+ *    discovery is BLAKE2b-256("meshsync/team/v2" || authority key): stable across roster
+ *    versions, so nodes that hold different versions still hear each other, and useless to an
+ *    outsider, who needs the member keys (which travel only inside the team) to read a beacon.
+ *  - A node in no team uses a plain text file of keys (development, tests, benchmarks): one key
+ *    per line as 64 hex characters; '#' starts a comment; blank lines are ignored; text after
+ *    the key on the same line (a device name, say) is a comment too. Its team key is BLAKE2b-256
+ *    over a domain string and the sorted member keys.
  */
 #ifndef MESH_NET_ROSTER_H
 #define MESH_NET_ROSTER_H
@@ -17,6 +19,7 @@
 #include <time.h>
 
 #include "common/common.h"
+#include "model/team.h"
 
 /* Members of one roster: a team of field devices, supervisors and gateways. */
 #define MESH_ROSTER_MAX 4096u
@@ -47,6 +50,13 @@ int mesh_roster_load(const char *path, mesh_roster *r);
 /* Builds a roster from keys in memory (tests, benchmarks). Returns MESH_OK, MESH_EINVAL,
  * MESH_ENOMEM. */
 int mesh_roster_from_keys(const uint8_t (*keys)[32], size_t n, mesh_roster *r);
+
+/* Builds the roster of a team's signed roster: its current (not removed) members; `team` may be
+ * NULL (no roster yet: nobody is admitted). Returns MESH_OK, MESH_EINVAL, MESH_ENOMEM. */
+int mesh_roster_from_team(const mesh_team *team, const uint8_t authority[32], mesh_roster *r);
+
+/* The discovery team key of the team of `authority`. */
+void mesh_roster_team_key(const uint8_t authority[32], uint8_t out[32]);
 
 void mesh_roster_fini(mesh_roster *r);
 

@@ -214,6 +214,8 @@ static int flush(mesh_session *s)
             s->st.ops_duplicate += c.rep.duplicate;
             s->st.ops_rejected += c.rep.rejected;
             s->st.ops_pending += c.rep.pending;
+            if (c.rep.rejected > 0 && s->st.reject_msg[0] == '\0')
+                snprintf(s->st.reject_msg, sizeof s->st.reject_msg, "%s", c.rep.first_error_msg);
             s->nbuf = 0;
             mesh_buf_reset(&s->arena);
             if (shorts.n > 0) {
@@ -882,10 +884,20 @@ static int on_ops(mesh_session *s, const mesh_frame *f)
         }
         uint64_t sid = mesh_stream_id_memo(&memo, op.author, op.scope, op.scope_len);
         if ((rc = note_received(s, sid, op.seq)) != MESH_OK) break;
-        if (mesh_vector_find(&s->poisoned, sid) != SIZE_MAX ||
-            (s->o.self_may_hold &&
-             !s->o.self_may_hold(op.author, op.scope, op.scope_len, s->o.filter_ctx))) {
+        if (mesh_vector_find(&s->poisoned, sid) != SIZE_MAX) {
             s->st.ops_rejected++;
+            continue;
+        }
+        if (s->o.self_may_hold &&
+            !s->o.self_may_hold(op.author, op.scope, op.scope_len, s->o.filter_ctx)) {
+            s->st.ops_rejected++;
+            if (s->st.reject_msg[0] == '\0') {
+                char author[MESH_KEY_STR_LEN];
+                mesh_hex_encode(op.author, MESH_KEY_BYTES, author);
+                snprintf(s->st.reject_msg, sizeof s->st.reject_msg,
+                         "ops of stream %.16s.../%.*s, which this node may not hold (outside "
+                         "its roster scopes); rejected", author, (int)op.scope_len, op.scope);
+            }
             continue;
         }
         rc = buffer_record(s, &rec, sid, op.seq);

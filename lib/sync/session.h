@@ -106,6 +106,9 @@ typedef struct mesh_session_stats {
     uint32_t round_trips;           /* request/response exchanges this side waited for */
     int error;                      /* MESH_E* of the failure, 0 if none */
     char error_msg[256];
+    /* Why the first rejected op was rejected ("" if none was): the store's verdict (a bad
+     * signature, a broken chain, the team roster's rules) or the scope filter's. */
+    char reject_msg[256];
 } mesh_session_stats;
 
 void mesh_session_stats_get(const mesh_session *s, mesh_session_stats *out);
