@@ -7,9 +7,11 @@
 #include <errno.h>
 #include <dirent.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -149,6 +151,9 @@ static const cli_opt data_opt = {"data", "DIR",
                                  "The node's data directory (default: $MESHSYNC_DATA, else "
                                  "$HOME/.meshsync)."};
 static const cli_opt json_opt = {"json", NULL, "Print one JSON document on stdout, for scripts."};
+static const cli_opt key_file_opt = {"key-file", "FILE",
+                                     "Key file of an encrypted node (default: $MESHSYNC_KEY_FILE; "
+                                     "a passphrase comes from $MESHSYNC_PASSPHRASE or a prompt)."};
 static const cli_opt help_opt = {"help", NULL, "Show this help and exit."};
 
 static size_t opts_count(const cli_command *cmd)
@@ -279,6 +284,10 @@ static int parse_args(cli_ctx *ctx, int argc, char **argv)
                 if (m == 1) ctx->json = 1;
             }
         }
+        if (m == 0 && cmd->needs == CLI_NEEDS_NODE) {
+            m = match_opt(ctx, argc, argv, &i, &key_file_opt, &v);
+            if (m == 1) ctx->key_file = v;
+        }
         if (m < 0) return CLI_EXIT_USAGE;
         if (m == 0) return cli_usage_error(ctx, "unknown option '%s'", a);
     }
@@ -392,9 +401,53 @@ static int resolve_data_dir(cli_ctx *ctx, char **owned)
     return CLI_EXIT_OK;
 }
 
+int cli_read_passphrase(const char *prompt, char *buf, size_t cap)
+{
+    FILE *tty = fopen("/dev/tty", "r+");
+    if (tty == NULL) return -1;
+    struct termios old, quiet;
+    int fd = fileno(tty);
+    bool restore = tcgetattr(fd, &old) == 0;
+    if (restore) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        tcsetattr(fd, TCSAFLUSH, &quiet);
+    }
+    fputs(prompt, tty);
+    fflush(tty);
+    int rc = fgets(buf, (int)cap, tty) != NULL ? 0 : -1;
+    if (restore) tcsetattr(fd, TCSAFLUSH, &old);
+    fputc('\n', tty);
+    fclose(tty);
+    if (rc != 0) return -1;
+    size_t n = strlen(buf);
+    if (n == 0 || buf[n - 1] != '\n') return -1;  /* too long for buf */
+    buf[n - 1] = '\0';
+    return 0;
+}
+
+/* Asks for an encrypted node's passphrase when $MESHSYNC_PASSPHRASE does not give it. */
+static int prompt_passphrase(char *buf, size_t cap, void *vctx)
+{
+    const cli_ctx *ctx = vctx;
+    char prompt[4200];
+    snprintf(prompt, sizeof prompt, "Passphrase of the node in %s: ", ctx->data_dir);
+    return cli_read_passphrase(prompt, buf, cap);
+}
+
 static int open_node(cli_ctx *ctx)
 {
-    int rc = mesh_node_open(ctx->data_dir, NULL, &ctx->node);
+    if (ctx->key_file == NULL) {
+        const char *env = getenv("MESHSYNC_KEY_FILE");
+        if (env && env[0]) ctx->key_file = env;
+    } else {
+        /* Child processes (the daemon's gateway) open the node too. */
+        setenv("MESHSYNC_KEY_FILE", ctx->key_file, 1);
+    }
+    const char *pass = getenv("MESHSYNC_PASSPHRASE");
+    mesh_open_opts o = {.passphrase = pass && pass[0] ? pass : NULL, .key_file = ctx->key_file,
+                        .passphrase_cb = prompt_passphrase, .passphrase_ctx = ctx};
+    int rc = mesh_node_open(ctx->data_dir, &o, &ctx->node);
     if (rc == MESH_OK) return CLI_EXIT_OK;
     ctx->node = NULL;
     /* The hints are left out where the library's message already says what to do. */
@@ -411,6 +464,14 @@ static int open_node(cli_ctx *ctx)
         break;
     case MESH_EPERM:
         if (cli_errmsg_has("chmod")) break;
+        if (cli_errmsg_has("passphrase")) {
+            cli_hint("set MESHSYNC_PASSPHRASE, or run the command on a terminal to be asked");
+            break;
+        }
+        if (cli_errmsg_has("key file")) {
+            cli_hint("pass --key-file FILE or set MESHSYNC_KEY_FILE");
+            break;
+        }
         cli_hint("the identity key must be private: chmod 600 %s/identity.key", ctx->data_dir);
         break;
     case MESH_EVERSION:

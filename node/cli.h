@@ -106,6 +106,9 @@ struct cli_ctx {
     const char *opt_values[CLI_OPTS_MAX];
     int json;                 /* --json */
     const char *data_dir;     /* from --data, $MESHSYNC_DATA or $HOME/.meshsync */
+    /* The key file of an encrypted node: --key-file, else $MESHSYNC_KEY_FILE (CLI_NEEDS_NODE
+     * commands; a passphrase comes from $MESHSYNC_PASSPHRASE or a prompt on the terminal). */
+    const char *key_file;
     mesh_node *node;          /* open when cmd->needs == CLI_NEEDS_NODE */
     FILE *out;                /* buffered stdout; see the file comment */
 };
@@ -159,6 +162,13 @@ int cli_fail_body(const cli_ctx *ctx, int mesh_code, const char *body, size_t le
 /* 1 if the library's message for the last failure contains `text`: a hint that would repeat
  * what the library already said is left out. */
 int cli_errmsg_has(const char *text);
+
+/*
+ * Reads a passphrase from the terminal with echo off, after printing `prompt` there. Returns 0
+ * with a NUL-terminated passphrase (without the newline) in `buf`, or -1 when there is no
+ * terminal or the line does not fit in `cap` bytes. The caller wipes `buf`.
+ */
+int cli_read_passphrase(const char *prompt, char *buf, size_t cap);
 
 /* ---- Output --------------------------------------------------------------------------------- */
 

@@ -1,11 +1,16 @@
 /*
  * cmd_node.c - commands about the node itself: `init`, `identity` and `status`.
  */
+#include <ctype.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "commands.h"
 #include "daemon.h"
 #include "gateway.h"
+#include "qr.h"
+#include "team.h"
 
 /* ---- init ---------------------------------------------------------------------------------- */
 
@@ -13,22 +18,71 @@ static const cli_opt init_opts[] = {
     {"scope", "CODE",
      "Boundary code this node writes under, e.g. MZ/NAMPULA/ERATI/L01 (default: \"default\")."},
     {"types", "FILE", "Entity-type configuration (JSON) to use instead of the DIGIT HCM types."},
+    {"team", "KEY", "Join the team of this authority key (as 'meshsync team join' does)."},
+    {"encrypt", NULL,
+     "Encrypt the op-log with a passphrase: $MESHSYNC_PASSPHRASE, or asked on the terminal."},
+    {"key-file", "FILE",
+     "Encrypt the op-log with the 32-byte key in FILE (created, mode 0600, if missing)."},
     {NULL, NULL, NULL},
 };
 
 static const int init_exits[] = {CLI_EXIT_NOTFOUND, CLI_EXIT_INPUT, CLI_EXIT_STATE,
-                                 CLI_EXIT_PERM, CLI_EXIT_IO, 0};
+                                 CLI_EXIT_CORRUPT, CLI_EXIT_PERM, CLI_EXIT_IO, 0};
+
+/* The passphrase of a new encrypted node: $MESHSYNC_PASSPHRASE, else typed twice. */
+static int new_passphrase(cli_ctx *ctx, char *buf, size_t cap)
+{
+    const char *env = getenv("MESHSYNC_PASSPHRASE");
+    if (env && env[0]) {
+        if (strlen(env) >= cap) {
+            cli_error(ctx, "MESHSYNC_PASSPHRASE is longer than %zu bytes", cap - 1);
+            return CLI_EXIT_INPUT;
+        }
+        snprintf(buf, cap, "%s", env);
+        return CLI_EXIT_OK;
+    }
+    char again[1025];
+    if (cli_read_passphrase("New passphrase: ", buf, cap) != 0)
+        return cli_usage_error(ctx, "--encrypt needs a passphrase: set MESHSYNC_PASSPHRASE, or "
+                                    "run on a terminal to be asked");
+    int ec = CLI_EXIT_OK;
+    if (buf[0] == '\0') {
+        cli_error(ctx, "the passphrase is empty");
+        ec = CLI_EXIT_INPUT;
+    } else if (cli_read_passphrase("Repeat it: ", again, sizeof again) != 0 ||
+               strcmp(buf, again) != 0) {
+        cli_error(ctx, "the two passphrases differ; nothing was created");
+        ec = CLI_EXIT_INPUT;
+    }
+    explicit_bzero(again, sizeof again);
+    return ec;
+}
 
 static int run_init(cli_ctx *ctx)
 {
+    char pass[1025] = "";
     mesh_init_opts opts = {
         .scope = cli_opt_get(ctx, "scope"),
         .types_path = cli_opt_get(ctx, "types"),
+        .team = cli_opt_get(ctx, "team"),
+        .key_file = cli_opt_get(ctx, "key-file"),
     };
+    if (cli_opt_get(ctx, "encrypt")) {
+        if (opts.key_file)
+            return cli_usage_error(ctx, "--encrypt (a passphrase) and --key-file exclude each "
+                                        "other");
+        int ec = new_passphrase(ctx, pass, sizeof pass);
+        if (ec != CLI_EXIT_OK) {
+            explicit_bzero(pass, sizeof pass);
+            return ec;
+        }
+        opts.passphrase = pass;
+    }
     int rc = mesh_node_init(ctx->data_dir, &opts);
-    if (rc != MESH_OK) return cli_fail(ctx, rc);
     mesh_node *node = NULL;
-    rc = mesh_node_open(ctx->data_dir, NULL, &node);
+    mesh_open_opts oo = {.passphrase = opts.passphrase, .key_file = opts.key_file};
+    if (rc == MESH_OK) rc = mesh_node_open(ctx->data_dir, &oo, &node);
+    explicit_bzero(pass, sizeof pass);
     if (rc != MESH_OK) return cli_fail(ctx, rc);
     char key[MESH_KEY_STR_LEN];
     mesh_node_identity(node, key);
@@ -43,11 +97,22 @@ static int run_init(cli_ctx *ctx)
         cli_json_str(&j, key);
         cli_json_key(&j, "scope");
         cli_json_str(&j, scope);
+        cli_json_key(&j, "team");
+        cli_json_str(&j, opts.team ? opts.team : "");
+        cli_json_key(&j, "encrypted");
+        cli_json_bool(&j, opts.passphrase || opts.key_file);
         cli_json_object_close(&j);
         cli_json_end(&j);
     } else {
         fprintf(ctx->out, "Initialized a meshsync node in %s\nidentity  %s\nscope     %s\n",
                 ctx->data_dir, key, scope);
+        if (opts.passphrase || opts.key_file)
+            fprintf(ctx->out, "encrypted with %s\n", opts.passphrase ? "a passphrase"
+                                                                     : opts.key_file);
+        if (opts.team)
+            fprintf(ctx->out, "joined the team of authority %s; a supervisor adds this node "
+                    "with 'meshsync team add' (show its key with 'meshsync identity')\n",
+                    opts.team);
     }
     mesh_node_close(node);
     return CLI_EXIT_OK;
@@ -56,21 +121,28 @@ static int run_init(cli_ctx *ctx)
 const cli_command cmd_init = {
     .name = "init",
     .summary = "Create a new node: an identity and an empty store.",
-    .synopsis = "[--scope CODE] [--types FILE]",
+    .synopsis = "[--scope CODE] [--types FILE] [--team KEY] [--encrypt | --key-file FILE]",
     .description =
         "Creates a node in the data directory (created if missing, mode 0700): a fresh\n"
         "Ed25519 identity (identity.key, mode 0600), an empty store and the node's\n"
         "configuration. The scope is the boundary code the node writes its saves under.\n"
         "The entity types are the DIGIT Health Campaign Management types unless --types\n"
         "names another configuration. A directory that already holds a node is left\n"
-        "untouched.",
+        "untouched.\n"
+        "\n"
+        "--team joins the team of an authority key (see 'meshsync team'). --encrypt or\n"
+        "--key-file encrypts the op-log for a device that can be lost: every later command\n"
+        "then needs the same passphrase ($MESHSYNC_PASSPHRASE or a prompt) or key file\n"
+        "(--key-file or $MESHSYNC_KEY_FILE). A lost passphrase or key file cannot be\n"
+        "recovered: the node's data then has to come again from its peers.",
     .opts = init_opts,
     .args_min = 0,
     .args_max = 0,
     .needs = CLI_NEEDS_DATA,
     .examples = "  meshsync init\n"
                 "  meshsync init --data /media/node1 --scope MZ/NAMPULA/ERATI/L01\n"
-                "  meshsync init --types my-types.json --json\n",
+                "  meshsync init --types my-types.json --json\n"
+                "  meshsync init --scope MZ/N/E/L01 --team 3f1c...e9 --encrypt\n",
     .exit_codes = init_exits,
     .run = run_init,
 };
@@ -80,39 +152,72 @@ const cli_command cmd_init = {
 static const int node_exits[] = {CLI_EXIT_CORRUPT, CLI_EXIT_NOTSTORE, CLI_EXIT_PERM, CLI_EXIT_IO,
                                  CLI_EXIT_VERSION, 0};
 
+static const cli_opt identity_opts[] = {
+    {"qr", NULL, "Draw the QR code even when standard output is not a terminal."},
+    {"no-qr", NULL, "Print the key only, also on a terminal."},
+    {NULL, NULL, NULL},
+};
+
 static int run_identity(cli_ctx *ctx)
 {
     char key[MESH_KEY_STR_LEN];
     mesh_node_identity(ctx->node, key);
+    if (cli_opt_get(ctx, "qr") && cli_opt_get(ctx, "no-qr"))
+        return cli_usage_error(ctx, "--qr and --no-qr exclude each other");
     if (ctx->json) {
         cli_json j;
         cli_json_begin(&j, ctx->out);
         cli_json_object_open(&j);
         cli_json_key(&j, "identity");
         cli_json_str(&j, key);
+        cli_json_key(&j, "uri");
+        char uri[sizeof "meshsync:" + MESH_KEY_STR_LEN];
+        snprintf(uri, sizeof uri, "meshsync:%s", key);
+        cli_json_str(&j, uri);
         cli_json_key(&j, "scope");
         cli_json_str(&j, mesh_node_scope(ctx->node));
         cli_json_object_close(&j);
         cli_json_end(&j);
-    } else {
-        fprintf(ctx->out, "%s\n", key);
+        return CLI_EXIT_OK;
+    }
+    fprintf(ctx->out, "%s\n", key);
+    int qr = cli_opt_get(ctx, "qr") || (isatty(STDOUT_FILENO) && !cli_opt_get(ctx, "no-qr"));
+    if (qr) {
+        char text[sizeof QR_KEY_PREFIX + MESH_KEY_STR_LEN];
+        size_t n = (size_t)snprintf(text, sizeof text, "%s", QR_KEY_PREFIX);
+        for (const char *p = key; *p; p++) text[n++] = (char)toupper((unsigned char)*p);
+        text[n] = '\0';
+        fputc('\n', ctx->out);
+        if (qr_print(ctx->out, text) != 0) {
+            cli_error(ctx, "cannot draw the QR code of %s", text);
+            return CLI_EXIT_FAILURE;
+        }
+        fprintf(ctx->out, "\nScan it, or type the key, into 'meshsync team add KEY' on the "
+                "supervisor's device.\n");
     }
     return CLI_EXIT_OK;
 }
 
 const cli_command cmd_identity = {
     .name = "identity",
-    .summary = "Print the node's public key.",
-    .synopsis = "",
+    .summary = "Print the node's public key, and a QR code of it on a terminal.",
+    .synopsis = "[--qr | --no-qr]",
     .description =
         "Prints the node's Ed25519 public key as 64 lowercase hex characters. Other nodes\n"
-        "see this key as the author of the node's saves, and 'meshsync resolve --pick'\n"
-        "takes it to choose this node's version of a conflicting entity. With --json, the\n"
-        "node's scope is printed too.",
+        "see this key as the author of the node's saves, 'meshsync team add' takes it to\n"
+        "put the node on a team roster, and 'meshsync resolve --pick' takes it to choose\n"
+        "this node's version of a conflicting entity.\n"
+        "\n"
+        "On a terminal the key is also drawn as a QR code (of \"MESHSYNC:\" and the key,\n"
+        "which 'team add' reads as it is), so a supervisor can add a phone by scanning\n"
+        "it; --no-qr leaves it out, --qr draws it also into a pipe. With --json, the\n"
+        "key, its \"meshsync:KEY\" form and the node's scope are printed, never a QR code.",
+    .opts = identity_opts,
     .args_min = 0,
     .args_max = 0,
     .needs = CLI_NEEDS_NODE,
     .examples = "  meshsync identity\n"
+                "  meshsync identity --no-qr > my.key\n"
                 "  meshsync identity --data /media/node1 --json\n",
     .exit_codes = node_exits,
     .run = run_identity,
@@ -225,6 +330,7 @@ static int run_status(cli_ctx *ctx)
         cli_json_key(&j, "digest");
         cli_json_str(&j, st.digest);
         if (rs.own_ops > 0) receipts_json(&j, &rs);
+        team_status_section(ctx, &j);
         daemon_status_section(ctx, &j);
         gateway_status_section(ctx, &j);
         cli_json_object_close(&j);
@@ -245,6 +351,7 @@ static int run_status(cli_ctx *ctx)
     print_bytes(f, st.store_bytes);
     fprintf(f, "\ndigest     %s\n", st.digest);
     if (have_receipts) receipts_text(f, &rs);
+    team_status_section(ctx, NULL);
     daemon_status_section(ctx, NULL);
     gateway_status_section(ctx, NULL);
     return CLI_EXIT_OK;

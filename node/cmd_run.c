@@ -27,7 +27,7 @@ static const cli_opt run_opts[] = {
     {"listen", "ADDR", "Where peers reach this node (default " RUN_LISTEN_DEFAULT ")."},
     {"peer", "ADDR",
      "A peer to dial, tcp://HOST:PORT (or KEY@tcp://HOST:PORT); several separated by commas."},
-    {"roster", "FILE", "Public keys of the team, one per line (default: DIR/roster)."},
+    {"roster", "FILE", "Keys admitted by a node in no team, one per line (default: DIR/roster)."},
     {"discovery-port", "N", "UDP port of LAN beacons (default 47100).", 65535},
     {"broadcast", "ADDR", "Where beacons are sent (default 255.255.255.255)."},
     {"beacon-interval", "SEC", "Seconds between beacons (default 5).", 3600},
@@ -106,8 +106,9 @@ static int run_run(cli_ctx *ctx)
         free(peer_list);
         int ec = cli_fail(ctx, rc);
         if (rc == MESH_ENOTFOUND && o.roster_path == NULL)
-            cli_hint("put the team's keys in %s/roster (one 'meshsync identity' per line), or "
-                     "pass --roster FILE", ctx->data_dir);
+            cli_hint("make the node part of a team ('meshsync team'), or put the keys to admit "
+                     "in %s/roster (one 'meshsync identity' per line) or --roster FILE",
+                     ctx->data_dir);
         return ec;
     }
     char key[MESH_KEY_STR_LEN];

@@ -14,6 +14,9 @@ extern const cli_command cmd_init;
 extern const cli_command cmd_identity;
 extern const cli_command cmd_status;
 
+/* cmd_team.c: the team roster */
+extern const cli_command cmd_team;
+
 /* cmd_entity.c: entities */
 extern const cli_command cmd_put;
 extern const cli_command cmd_get;

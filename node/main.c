@@ -18,6 +18,7 @@ static const struct {
     {"Node", &cmd_init},
     {"Node", &cmd_identity},
     {"Node", &cmd_status},
+    {"Node", &cmd_team},
     {"Entities", &cmd_put},
     {"Entities", &cmd_get},
     {"Entities", &cmd_list},
@@ -65,8 +66,10 @@ static void print_overview(FILE *f)
           "  -h, --help   Show this help and exit.\n"
           "\n"
           "Every command takes --help, and those that use a node take --data DIR (default:\n"
-          "$MESHSYNC_DATA, else $HOME/.meshsync) and --json. Run 'meshsync help exit-codes'\n"
-          "for the exit codes.\n",
+          "$MESHSYNC_DATA, else $HOME/.meshsync) and --json. An encrypted node also needs\n"
+          "its key: --key-file FILE ($MESHSYNC_KEY_FILE) or its passphrase\n"
+          "($MESHSYNC_PASSPHRASE, else asked on the terminal). Run 'meshsync help\n"
+          "exit-codes' for the exit codes.\n",
           f);
 }
 
