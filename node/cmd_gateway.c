@@ -233,6 +233,9 @@ static int run_gateway(cli_ctx *ctx)
             rc = mesh_gw_driver_step(d, wait < 200 ? wait : 200, wall_ms, NULL);
             if (rc != MESH_OK) break;
         }
+        if (g_stop && mesh_gw_flush(g, wall_ms(NULL)) != MESH_OK)
+            mesh_log_warn("gateway: %s (what was not written is searched for again next time)",
+                          mesh_errmsg());
         write_state(ctx, g, d, &cfg, started);
         mesh_gw_stats s;
         mesh_gw_stats_get(g, &s);

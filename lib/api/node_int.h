@@ -43,9 +43,9 @@ int mesh_node_append(mesh_node *n, mesh_txn *t, mesh_op *op);
 #define MESH_TYPE_RECEIPT "_receipt"
 #define MESH_TYPE_CONFIG "_config"
 
-/* The entity id of the receipt for op (entity, rv, author): a version-8 UUID from
- * BLAKE2b("meshsync/receipt/v1" | entity | rv | author), so every node finds an op's receipt
- * without an index. */
+/* The entity id of the receipt for op (entity, rv, author): a version-8 UUID made of the first
+ * 8 bytes of the entity id (for B-tree locality) and 8 bytes of BLAKE2b("meshsync/receipt/v1" |
+ * entity | rv | author), so every node finds an op's receipt without an index. */
 void mesh_receipt_entity_id(const uint8_t entity[MESH_UUID_BYTES], uint32_t rv,
                             const uint8_t author[MESH_KEY_BYTES], uint8_t out[MESH_UUID_BYTES]);
 

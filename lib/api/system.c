@@ -45,6 +45,11 @@ void mesh_receipt_entity_id(const uint8_t entity[MESH_UUID_BYTES], uint32_t rv,
     mesh_hash_update(&h, rvb, 4);
     mesh_hash_update(&h, author, MESH_KEY_BYTES);
     mesh_hash_final(&h, d);
+    /* The first bytes are the op's entity's (a UUIDv7's are its creation time): receipts of
+     * recent entities then land beside each other in the store's B-trees instead of all over
+     * them, which makes a commit of 1,000 receipts write tens of pages, not thousands. The
+     * rest is the hash, so distinct ops still get distinct receipts. */
+    memcpy(d, entity, 8);
     uuid_from_hash(d, out);
 }
 

@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <zlib.h>
 
 typedef struct xfer {
@@ -299,7 +300,9 @@ static int collect(mesh_gw_driver *d, uint64_t (*now_ms)(void *), void *ctx)
         curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &req_size);
         curl_easy_getinfo(x->easy, CURLINFO_HEADER_SIZE, &hdr_size);
         d->st.requests++;
-        d->st.bytes_up += (uint64_t)req_size + (uint64_t)up;
+        /* REQUEST_SIZE counts the body too when curl sent it with the headers. */
+        d->st.bytes_up += (uint64_t)req_size >= (uint64_t)up ? (uint64_t)req_size
+                                                             : (uint64_t)req_size + (uint64_t)up;
         d->st.body_bytes_up += (uint64_t)up;
         d->st.bytes_down += (uint64_t)hdr_size + (uint64_t)down;
         d->st.body_bytes_decoded += x->resp.len;
@@ -353,7 +356,13 @@ int mesh_gw_driver_step(mesh_gw_driver *d, uint32_t wait_ms, uint64_t (*now_ms)(
     uint32_t wait = wait_ms;
     if (exp <= now) wait = 0;
     else if (exp - now < wait) wait = (uint32_t)(exp - now);
-    if (wait > 0) curl_multi_poll(d->multi, NULL, 0, (int)wait, NULL);
+    if (wait > 0) {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        curl_multi_poll(d->multi, NULL, 0, (int)wait, NULL);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        d->st.wait_ms += (uint64_t)((b.tv_sec - a.tv_sec) * 1000 + (b.tv_nsec - a.tv_nsec) / 1000000);
+    }
     curl_multi_perform(d->multi, &running);
     return collect(d, now_ms, ctx);
 }

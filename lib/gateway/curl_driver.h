@@ -32,6 +32,7 @@ typedef struct mesh_gw_driver_stats {
     uint64_t bytes_down;         /* response headers and bodies as received (gzip) */
     uint64_t body_bytes_decoded; /* response bodies after gunzip */
     uint64_t net_errors;         /* transfers without an HTTP response */
+    uint64_t wait_ms;            /* time spent waiting for the network (the rest is the core) */
 } mesh_gw_driver_stats;
 
 /* Makes a driver for core `g` (borrowed). Returns MESH_OK, MESH_EIO (curl or the record file

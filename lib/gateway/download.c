@@ -49,7 +49,6 @@ static req *publish(mesh_gw *g, req *r, int rc, const char *method, int dl)
 {
     if (rc != MESH_OK) {
         r->used = false;
-        g->inflight--;
         gw_log(g, 1, "cannot build the %s request: %s", r->what, mesh_errmsg());
         g->dl_next[dl] = UINT64_MAX;
         return NULL;
@@ -65,6 +64,8 @@ static req *publish(mesh_gw *g, req *r, int rc, const char *method, int dl)
     r->pub.timeout_ms = g->cfg.timeout_ms;
     r->pub.what = r->what;
     g->dl_inflight[dl] = true;
+    r->handed = true;
+    g->inflight++;
     g->st.requests++;
     g->st.other_requests++;
     g->st.body_bytes += r->body.len;
@@ -148,6 +149,14 @@ req *gw_dl_next(mesh_gw *g, uint64_t now)
         forms_list *fl = calloc(1, sizeof *fl);
         if (fl == NULL) return NULL;
         if (mesh_config_list(g->node, "forms/", collect_form, fl) != MESH_OK) fl->n = 0;
+        /* Forms downloaded but not written yet count too (writes are batched). */
+        for (size_t i = 0; i < g->nconfigs && fl->n < MESH_GW_FORMS_MAX; i++) {
+            const char *key = g->configs[i].key;
+            if (strncmp(key, "forms/", 6) != 0) continue;
+            bool dup = false;
+            for (size_t k = 0; k < fl->n && !dup; k++) dup = strcmp(fl->schema[k], key + 6) == 0;
+            if (!dup) snprintf(fl->schema[fl->n++], sizeof fl->schema[0], "%s", key + 6);
+        }
         if (fl->n == 0 && c->nloc_modules == 0) {
             free(fl);
             g->dl_next[DL_LOC] = now + c->download_interval_ms;

@@ -537,12 +537,15 @@ static int persist_fn(mesh_txn *t, void *vctx)
     c->configs_written = 0;
     mesh_sysbatch_reset(g->batch);
     int rc = MESH_OK;
+    mesh_outbox_deltas deltas = {{0}};
     for (size_t i = 0; i < g->ndirty_ops && rc == MESH_OK; i++) {
-        if (g->dirty_ops[i]->reassert) continue;
+        const gop *op = g->dirty_ops[i];
+        if (op->reassert) continue;
         mesh_outbox_op r;
-        op_record(g->dirty_ops[i], &r);
-        rc = mesh_outbox_op_put(t, &r);
+        op_record(op, &r);
+        rc = mesh_outbox_op_put(t, &r, op->disk_state, &deltas);
     }
+    if (rc == MESH_OK) rc = mesh_outbox_deltas_apply(t, &deltas);
     for (size_t i = 0; i < g->ndirty_ents && rc == MESH_OK; i++) {
         mesh_outbox_ent r;
         ent_record(g, g->dirty_ents[i], &r);
@@ -591,6 +594,7 @@ static int persist(mesh_gw *g, uint64_t now)
     for (size_t i = 0; i < g->ndirty_ops; i++) {
         gop *op = g->dirty_ops[i];
         op->dirty = false;
+        op->disk_state = op->state;
         if (op->phase == PH_FINISHED) op_free(op);
     }
     for (size_t i = 0; i < g->ndirty_ents; i++) g->dirty_ents[i]->dirty = false;
@@ -600,6 +604,37 @@ static int persist(mesh_gw *g, uint64_t now)
     g->ndirty_ops = g->ndirty_ents = g->ncursors = g->nreceipts = g->nconfigs = 0;
     g->forms_since_dirty = false;
     return MESH_OK;
+}
+
+static size_t dirty_count(const mesh_gw *g)
+{
+    return g->ndirty_ops + g->ndirty_ents + g->ncursors + g->nreceipts + g->nconfigs +
+           (g->forms_since_dirty ? 1 : 0);
+}
+
+/* Writes settled changes when enough wait or the oldest has waited long enough. Sending never
+ * depends on it: an op is marked sent by persist() itself before it leaves. */
+static int maybe_persist(mesh_gw *g, uint64_t now)
+{
+    size_t n = dirty_count(g);
+    if (n == 0) {
+        g->dirty_since = 0;
+        return MESH_OK;
+    }
+    if (g->dirty_since == 0) g->dirty_since = now;
+    if (n < MESH_GW_PERSIST_BATCH && now < g->dirty_since + MESH_GW_PERSIST_LINGER_MS)
+        return MESH_OK;
+    int rc = persist(g, now);
+    if (rc == MESH_OK) g->dirty_since = 0;
+    return rc;
+}
+
+int mesh_gw_flush(mesh_gw *g, uint64_t now_ms)
+{
+    if (g->broken) return broken_err(g);
+    int rc = persist(g, now_ms);
+    if (rc == MESH_OK) g->dirty_since = 0;
+    return rc;
 }
 
 int gw_config_stage(mesh_gw *g, const char *key, const char *kind, const char *source,
@@ -894,11 +929,14 @@ static int scan_op(const mesh_oprec *rec, uint64_t seq, void *vctx)
     }
     c->budget--;
     mesh_op m;
-    int rc = mesh_op_decode(rec->op, rec->op_len, &m);
+    /* The leading fields tell whether the op is forwarded at all (receipts are not): only
+     * those are decoded in full. */
+    int rc = mesh_op_peek(rec->op, rec->op_len, &m);
     if (rc != MESH_OK) return rc;
     if (m.type_len == 0 || m.type[0] == '_') return MESH_OK;
     int ti = type_index(g, m.type, m.type_len);
     if (ti < 0) return MESH_OK;
+    if ((rc = mesh_op_decode(rec->op, rec->op_len, &m)) != MESH_OK) return rc;
     gent *e = ent_find(g, m.entity);
     if (e && e->type != ti) {
         char id[MESH_UUID_STR_LEN];
@@ -926,6 +964,7 @@ static int scan_op(const mesh_oprec *rec, uint64_t seq, void *vctx)
         return rc;
     }
     op->state = MESH_OUTBOX_PENDING;
+    op->disk_state = MESH_OUTBOX_PREV_NONE;
     op_dirty(g, op);
     ent_note_max(g, e, op);
     g->live_ops++;
@@ -1035,7 +1074,7 @@ int mesh_gw_poll_store(mesh_gw *g, uint64_t now_ms)
     if (!c.more) g->seen_ops = ops;
     if (c.new_entities) wake_orphans(g);
     advance_all(g, now_ms);
-    return persist(g, now_ms);
+    return maybe_persist(g, now_ms);
 }
 
 /* ---- Loading the outbox (a restart) ----------------------------------------------------------- */
@@ -1110,6 +1149,7 @@ static int load_op(const mesh_outbox_op *r, void *vctx)
         return rc;
     }
     op->state = r->state;
+    op->disk_state = r->state;
     op->action = r->action;
     op->attempt = r->attempt;
     op->expect_rv = r->expect_rv;
@@ -1173,11 +1213,11 @@ static int load(mesh_gw *g, uint64_t now)
 
 req *gw_req_new(mesh_gw *g, int kind)
 {
-    if (g->inflight >= g->cfg.concurrency) return NULL;
-    for (size_t i = 0; i < g->cfg.concurrency; i++) {
+    for (size_t i = 0; i < g->nslots; i++) {
         req *r = &g->reqs[i];
         if (r->used) continue;
         r->used = true;
+        r->handed = false;
         r->kind = kind;
         r->id = ++g->next_id;
         r->nops = 0;
@@ -1185,7 +1225,6 @@ req *gw_req_new(mesh_gw *g, int kind)
         r->path[0] = r->what[0] = r->ctype[0] = r->authz[0] = '\0';
         mesh_buf_reset(&r->body);
         memset(&r->pub, 0, sizeof r->pub);
-        g->inflight++;
         return r;
     }
     return NULL;
@@ -1195,8 +1234,11 @@ static void req_release(mesh_gw *g, req *r)
 {
     if (!r->used) return;
     r->used = false;
-    g->inflight--;
-    if (r->kind == RQ_WRITE) g->writes_inflight--;
+    if (r->handed) {
+        g->inflight--;
+        if (r->kind == RQ_WRITE) g->writes_inflight--;
+    }
+    r->handed = false;
 }
 
 static int req_add_op(req *r, gop *op)
@@ -1207,6 +1249,9 @@ static int req_add_op(req *r, gop *op)
 /* Fills the public view of a built request. */
 static const mesh_gw_request *req_publish(mesh_gw *g, req *r, const char *method)
 {
+    r->handed = true;
+    g->inflight++;
+    if (r->kind == RQ_WRITE) g->writes_inflight++;
     r->pub.id = r->id;
     r->pub.method = method;
     r->pub.path = r->path;
@@ -1399,6 +1444,15 @@ static int append_entity(build_ctx *c, mesh_txn *t, gop *op, mesh_buf *out)
     bool has_tenant = mesh_body_get_str(m.body, m.body_len, "tenantId", &ten, &tl) == MESH_OK && tl;
     op->tenant = has_tenant ? tenant_index(g, ten, tl) : tenant_index(g, g->cfg.tenant_id,
                                                                       strlen(g->cfg.tenant_id));
+    /* The fast path: the body has none of the fields added here (mesh_put keeps
+     * clientReferenceId, rowVersion and isDeleted in the op header), so its JSON is spliced
+     * after them. Otherwise the body is edited (a device may carry a stale server "id"). */
+    const char *sv;
+    size_t sl;
+    int64_t iv;
+    bool clash = mesh_body_get_str(m.body, m.body_len, "id", &sv, &sl) != MESH_ENOTFOUND ||
+                 mesh_body_get_int(m.body, m.body_len, "rowVersion", &iv) != MESH_ENOTFOUND ||
+                 mesh_body_get_str(m.body, m.body_len, "clientReferenceId", &sv, &sl) != MESH_ENOTFOUND;
     mesh_buf *a = &c->ejson;
     mesh_buf_reset(a);
     rc = gw_appendf(a, "{\"clientReferenceId\":\"%s\"", id);
@@ -1412,10 +1466,28 @@ static int append_entity(build_ctx *c, mesh_txn *t, gop *op, mesh_buf *out)
         rc = gw_append(a, ",\"tenantId\":");
         if (rc == MESH_OK) rc = gw_json_str(a, g->cfg.tenant_id, strlen(g->cfg.tenant_id));
     }
-    if (rc == MESH_OK) rc = gw_append(a, "}");
+    if (rc != MESH_OK) return rc;
+    if (!clash) {
+        size_t at = out->len;
+        rc = mesh_body_to_json(m.body, m.body_len, out);
+        if (rc != MESH_OK) return rc;
+        /* out now ends with the body's JSON object: put our fields in front of its own. */
+        size_t blen = out->len - at;
+        if (blen < 2 || out->data[at] != '{')
+            return mesh_err(MESH_ECORRUPT, "a stored body is not an object");
+        bool empty = blen == 2;
+        size_t extra = a->len + (empty ? 0 : 1);
+        if ((rc = mesh_buf_reserve(out, extra)) != MESH_OK) return rc;
+        memmove(out->data + at + extra, out->data + at + 1, blen - 1);
+        memcpy(out->data + at, a->data, a->len);
+        if (!empty) out->data[at + a->len] = ',';
+        out->len += extra - 1;
+        return MESH_OK;
+    }
+    if ((rc = gw_append(a, "}")) != MESH_OK) return rc;
     mesh_buf_reset(&c->add);
     mesh_buf_reset(&c->edited);
-    if (rc == MESH_OK) rc = mesh_body_from_json((const char *)a->data, a->len, &c->add);
+    rc = mesh_body_from_json((const char *)a->data, a->len, &c->add);
     if (rc == MESH_OK)
         rc = mesh_body_edit(m.body, m.body_len, DROP_FIELDS, 4, c->add.data, c->add.len,
                             &c->edited);
@@ -1444,8 +1516,9 @@ static int build_write_fn(mesh_txn *t, void *vctx)
     return rc;
 }
 
-/* Marks the request's ops sent (durably) and hands the request out. */
-static const mesh_gw_request *send_write(mesh_gw *g, req *r, uint64_t now)
+/* Builds a write request and marks its ops sent in memory; the caller persists every prepared
+ * request in one transaction before any is handed out (one fsync for several batches). */
+static bool prepare_write(mesh_gw *g, req *r, uint64_t now)
 {
     const mesh_gw_type *ty = &g->cfg.types[r->type];
     build_ctx c = {.g = g, .r = r, .now = now};
@@ -1460,7 +1533,7 @@ static const mesh_gw_request *send_write(mesh_gw *g, req *r, uint64_t now)
         /* The ops stay where they are (READY is only memory): try again from the store. */
         req_release(g, r);
         fail(g, rc, "building a write request");
-        return NULL;
+        return false;
     }
     for (size_t i = 0; i < r->nops; i++) {
         gop *op = r->ops[i];
@@ -1483,18 +1556,14 @@ static const mesh_gw_request *send_write(mesh_gw *g, req *r, uint64_t now)
             op_dirty(g, op);
         }
     }
-    if (persist(g, now) != MESH_OK) {
-        req_release(g, r);
-        return NULL;
-    }
     snprintf(r->path, sizeof r->path, "%s%s%s", ty->path, r->single ? "/" : "/bulk/",
              ACTION_PATHS[r->action]);
     snprintf(r->ctype, sizeof r->ctype, "application/json");
     snprintf(r->what, sizeof r->what, "%s %s%s (%zu op%s)", ty->name,
              r->single ? "" : "bulk ", ACTION_PATHS[r->action], r->nops, r->nops == 1 ? "" : "s");
-    g->writes_inflight++;
     g->st.write_requests++;
-    return req_publish(g, r, "POST");
+    g->prepared[g->nprepared++] = r;
+    return true;
 }
 
 /* Takes up to `max` ops in READY from the head of q (skipping any that left READY). */
@@ -1518,20 +1587,20 @@ static gop *queue_head(opvec *q)
     return q->head < q->n ? q->v[q->head] : NULL;
 }
 
-static const mesh_gw_request *next_write(mesh_gw *g, uint64_t now)
+/* Prepares one write request if a batch is due: true if it did. */
+static bool prepare_one_write(mesh_gw *g, uint64_t now)
 {
-    size_t limit = g->cfg.concurrency > 1 ? g->cfg.concurrency - 1 : 1;
-    if (g->writes_inflight >= limit) return NULL;
+    if (g->nprepared >= MESH_GW_PREPARED_MAX) return false;
     /* Ops sent one by one through the single endpoint (it answers the server's error). */
     gop *op = queue_head(&g->single);
     if (op) {
         req *r = gw_req_new(g, RQ_WRITE);
-        if (r == NULL) return NULL;
+        if (r == NULL) return false;
         r->type = op->ent->type;
         r->action = op->action;
         r->single = true;
         take_ops(&g->single, r, 1, 0);
-        return send_write(g, r, now);
+        return prepare_write(g, r, now);
     }
     for (size_t t = 0; t < g->cfg.ntypes; t++) {
         for (uint8_t a = ACT_CREATE; a < ACT_COUNT; a++) {
@@ -1539,18 +1608,18 @@ static const mesh_gw_request *next_write(mesh_gw *g, uint64_t now)
             gop *h = queue_head(sq);
             if (h) {
                 req *r = gw_req_new(g, RQ_WRITE);
-                if (r == NULL) return NULL;
+                if (r == NULL) return false;
                 r->type = (uint16_t)t;
                 r->action = a;
                 take_ops(sq, r, h->bisect, h->bisect);
-                return send_write(g, r, now);
+                return prepare_write(g, r, now);
             }
             opvec *q = &g->ready[t * ACT_COUNT + a];
             h = queue_head(q);
             if (h == NULL) continue;
             if (vec_len(q) < g->cfg.batch_size && now < h->ready_at + g->cfg.linger_ms) continue;
             req *r = gw_req_new(g, RQ_WRITE);
-            if (r == NULL) return NULL;
+            if (r == NULL) return false;
             r->type = (uint16_t)t;
             r->action = a;
             take_ops(q, r, g->cfg.batch_size, 0);
@@ -1558,10 +1627,40 @@ static const mesh_gw_request *next_write(mesh_gw *g, uint64_t now)
                 req_release(g, r);
                 continue;
             }
-            return send_write(g, r, now);
+            return prepare_write(g, r, now);
         }
     }
-    return NULL;
+    return false;
+}
+
+/* One slot stays free for searches: confirmations are what unblock further ops. */
+static bool write_slot_free(const mesh_gw *g)
+{
+    size_t limit = g->cfg.concurrency > 1 ? g->cfg.concurrency - 1 : 1;
+    return g->writes_inflight < limit && g->inflight < g->cfg.concurrency;
+}
+
+/* Prepares the write requests that are due, up to MESH_GW_PREPARED_MAX waiting, marks their
+ * ops sent in one transaction, and hands out the oldest prepared one if a slot is free. */
+static const mesh_gw_request *next_write(mesh_gw *g, uint64_t now)
+{
+    size_t before = g->nprepared;
+    /* Refill only below half: several batches then share one transaction (one fsync). */
+    if (g->nprepared <= MESH_GW_PREPARED_MAX / 2)
+        while (!g->broken && prepare_one_write(g, now)) {
+        }
+    if (g->broken) return NULL;
+    if (g->nprepared > before && persist(g, now) != MESH_OK) {
+        /* Nothing was sent; the core is broken and will be made anew from the store. */
+        for (size_t i = 0; i < g->nprepared; i++) req_release(g, g->prepared[i]);
+        g->nprepared = 0;
+        return NULL;
+    }
+    if (g->nprepared == 0 || !write_slot_free(g)) return NULL;
+    req *p = g->prepared[0];
+    memmove(&g->prepared[0], &g->prepared[1], (g->nprepared - 1) * sizeof g->prepared[0]);
+    g->nprepared--;
+    return req_publish(g, p, "POST");
 }
 
 /* Sends op again after a backoff (transient failure) or now. */
@@ -1820,16 +1919,18 @@ static int fields_fn(mesh_txn *t, void *vctx)
 
 /* The server is past the rowVersion this gateway's write should give: another writer changed
  * the entity. The write applied only if the server holds its fields. */
-static bool server_holds_fields(mesh_gw *g, const gop *op, const json_t *srv)
+static bool server_holds_fields(mesh_gw *g, const gop *op, const char *obj, size_t obj_len)
 {
+    json_t *srv = json_loadb(obj, obj_len, 0, NULL);
     fields_ctx c = {.op = op, .srv = srv};
-    if (mesh_store_read(g->node->store, fields_fn, &c) != MESH_OK) return false;
-    return c.same;
+    bool same = srv && mesh_store_read(g->node->store, fields_fn, &c) == MESH_OK && c.same;
+    json_decref(srv);
+    return same;
 }
 
 /* Decides one op from what the server holds (found: an entity with its clientReferenceId). */
 static void confirm_one(mesh_gw *g, gop *op, uint64_t now, bool found, const char *srv_id,
-                        uint32_t srv_rv, bool srv_deleted, const json_t *srv)
+                        uint32_t srv_rv, bool srv_deleted, const char *srv_obj, size_t srv_len)
 {
     gent *e = op->ent;
     bool applied;
@@ -1838,7 +1939,7 @@ static void confirm_one(mesh_gw *g, gop *op, uint64_t now, bool found, const cha
     else if (op->action == ACT_DELETE) applied = srv_deleted;
     else if (srv_rv < op->expect_rv || srv_deleted) applied = false;
     else if (srv_rv == op->expect_rv) applied = true; /* one write at a time per entity */
-    else applied = !op->reassert && srv && server_holds_fields(g, op, srv);
+    else applied = !op->reassert && srv_obj && server_holds_fields(g, op, srv_obj, srv_len);
 
     if (applied) {
         bool created = !(e->flags & MESH_OUTBOX_ENT_ON_SERVER);
@@ -1942,52 +2043,66 @@ static void confirm_one(mesh_gw *g, gop *op, uint64_t now, bool found, const cha
     queue_ready(g, op, now);
 }
 
+typedef struct search_hits {
+    mesh_gw *g;
+    req *r;
+    gw_hit *hits;            /* per op of the request */
+    bool *found;
+} search_hits;
+
+static int on_hit(const gw_hit *h, void *ctx)
+{
+    search_hits *s = ctx;
+    char crid[MESH_UUID_STR_LEN];
+    uint8_t id[16];
+    if (h->escaped || h->crid_len != 36) return MESH_OK;
+    memcpy(crid, h->crid, 36);
+    crid[36] = '\0';
+    if (mesh_uuid_parse(crid, id) != MESH_OK) return MESH_OK;
+    gent *e = ent_find(s->g, id);
+    if (e == NULL || e->cur == NULL || e->cur->phase != PH_CONFIRMING) return MESH_OK;
+    uint32_t k = e->cur->idx;
+    if (k < s->r->nops && s->r->ops[k] == e->cur) {
+        s->found[k] = true;
+        s->hits[k] = *h;
+    }
+    return MESH_OK;
+}
+
 static void on_search(mesh_gw *g, req *r, uint64_t now, const mesh_gw_response *resp)
 {
     int st = resp->net == MESH_GW_NET_OK ? resp->status : 0;
-    json_t *j = st == 200 ? gw_parse(resp) : NULL;
     const mesh_gw_type *ty = &g->cfg.types[r->type];
-    json_t *arr = json_object_get(j, ty->response_key);
-    if (st == 200 && json_is_array(arr)) {
-        went_online(g);
+    int src = MESH_ENOTFOUND;
+    if (st == 200) {
         for (size_t i = 0; i < r->nops; i++) r->ops[i]->idx = (uint32_t)i;
-        bool *found = calloc(r->nops ? r->nops : 1, sizeof *found);
-        json_t **hits = calloc(r->nops ? r->nops : 1, sizeof *hits);
-        if (found == NULL || hits == NULL) {
-            free(found);
-            free(hits);
-            json_decref(j);
+        search_hits sh = {.g = g, .r = r, .hits = calloc(r->nops ? r->nops : 1, sizeof(gw_hit)),
+                          .found = calloc(r->nops ? r->nops : 1, sizeof(bool))};
+        if (sh.hits == NULL || sh.found == NULL) {
+            free(sh.hits);
+            free(sh.found);
             fail(g, MESH_ENOMEM, "reading a search");
             return;
         }
-        size_t i;
-        json_t *x;
-        json_array_foreach(arr, i, x) {
-            const char *crid = json_string_value(json_object_get(x, "clientReferenceId"));
-            uint8_t id[16];
-            if (crid == NULL || mesh_uuid_parse(crid, id) != MESH_OK) continue;
-            gent *e = ent_find(g, id);
-            if (e == NULL || e->cur == NULL || e->cur->phase != PH_CONFIRMING) continue;
-            uint32_t k = e->cur->idx;
-            if (k < r->nops && r->ops[k] == e->cur) {
-                found[k] = true;
-                hits[k] = x;
+        src = gw_scan_search(resp->body, resp->body_len, ty->response_key, on_hit, &sh);
+        if (src == MESH_OK) {
+            went_online(g);
+            for (size_t k = 0; k < r->nops; k++) {
+                const gw_hit *h = &sh.hits[k];
+                char sid[MESH_OUTBOX_ID_BYTES_MAX + 1] = "";
+                if (sh.found[k] && h->id && !h->escaped && h->id_len < sizeof sid) {
+                    memcpy(sid, h->id, h->id_len);
+                    sid[h->id_len] = '\0';
+                }
+                confirm_one(g, r->ops[k], now, sh.found[k], sid[0] ? sid : NULL,
+                            h->rv > 0 && h->rv <= UINT32_MAX ? (uint32_t)h->rv : 0, h->deleted,
+                            sh.found[k] ? h->obj : NULL, h->obj_len);
             }
         }
-        for (size_t k = 0; k < r->nops; k++) {
-            json_t *h = hits[k];
-            json_int_t rv = json_integer_value(json_object_get(h, "rowVersion"));
-            confirm_one(g, r->ops[k], now, found[k],
-                        json_string_value(json_object_get(h, "id")),
-                        rv > 0 ? (uint32_t)rv : 0, json_is_true(json_object_get(h, "isDeleted")),
-                        h);
-        }
-        free(found);
-        free(hits);
-        json_decref(j);
-        return;
+        free(sh.hits);
+        free(sh.found);
+        if (src == MESH_OK) return;
     }
-    json_decref(j);
     if (st == 401) {
         g->st.requests_failed++;
         token_rejected(g);
@@ -2002,8 +2117,9 @@ static void on_search(mesh_gw *g, req *r, uint64_t now, const mesh_gw_response *
         if (st == 200 || (st >= 400 && st < 500)) {
             verdict v;
             gw_error_of(resp, &v);
-            gw_log(g, 1, "%s%s answered %d %s%s(%s); check searchKey/responseKey of %s", 
-                   g->cfg.base_url, ty->path, st, st == 200 ? "without " : "",
+            gw_log(g, 1, "%s%s/_search answered %d%s%s (%s); check searchKey and responseKey of "
+                   "%s in the gateway configuration", g->cfg.base_url, ty->path, st,
+                   st == 200 ? (src == MESH_ENOTFOUND ? " without " : " a malformed ") : "",
                    st == 200 ? ty->response_key : "", v.code, ty->name);
         }
     }
@@ -2342,10 +2458,11 @@ int mesh_gw_new(mesh_node *node, const mesh_gw_config *cfg, uint64_t now_ms, uin
     g->ready = calloc(cfg->ntypes * ACT_COUNT, sizeof *g->ready);
     g->split = calloc(cfg->ntypes * ACT_COUNT, sizeof *g->split);
     g->groups = calloc(cfg->ntypes * MESH_GW_TENANTS_MAX, sizeof *g->groups);
-    g->reqs = calloc(cfg->concurrency, sizeof *g->reqs);
+    g->nslots = cfg->concurrency + MESH_GW_PREPARED_MAX;
+    g->reqs = calloc(g->nslots, sizeof *g->reqs);
     int rc = g->ready && g->split && g->groups && g->reqs ? MESH_OK
                                                           : mesh_err(MESH_ENOMEM, "out of memory");
-    for (size_t i = 0; g->reqs && i < cfg->concurrency; i++)
+    for (size_t i = 0; g->reqs && i < g->nslots; i++)
         mesh_buf_init(&g->reqs[i].body, 64u * 1024u * 1024u);
     mesh_buf_init(&g->scratch, 2 * MESH_OP_BYTES_MAX);
     mesh_buf_init(&g->scratch2, 8 * MESH_OP_BYTES_MAX);
@@ -2383,7 +2500,7 @@ void mesh_gw_free(mesh_gw *g)
             free(g->groups[i]);
         }
     free(g->groups);
-    for (size_t i = 0; g->reqs && i < g->cfg.concurrency; i++) {
+    for (size_t i = 0; g->reqs && i < g->nslots; i++) {
         mesh_buf_fini(&g->reqs[i].body);
         free(g->reqs[i].ops);
     }
@@ -2428,8 +2545,11 @@ int mesh_gw_next_request(mesh_gw *g, uint64_t now, const mesh_gw_request **out)
     } else {
         r = next_search(g, now);
         if (r == NULL && !g->broken) {
-            if (g->cfg.uplink == MESH_GW_UPLINK_FILE) r = file_request(g, now);
-            else r = next_write(g, now);
+            if (g->cfg.uplink == MESH_GW_UPLINK_FILE) {
+                r = file_request(g, now);
+            } else {
+                r = next_write(g, now);
+            }
         }
         if (r == NULL && !g->broken) {
             req *dr = gw_dl_next(g, now);
@@ -2437,7 +2557,7 @@ int mesh_gw_next_request(mesh_gw *g, uint64_t now, const mesh_gw_request **out)
         }
     }
     if (g->broken) return broken_err(g);
-    if (r == NULL) return persist(g, now) == MESH_OK ? MESH_EAGAIN : broken_err(g);
+    if (r == NULL) return maybe_persist(g, now) == MESH_OK ? MESH_EAGAIN : broken_err(g);
     *out = r;
     return MESH_OK;
 }
@@ -2446,8 +2566,8 @@ int mesh_gw_on_response(mesh_gw *g, uint64_t id, uint64_t now, const mesh_gw_res
 {
     if (g->broken) return broken_err(g);
     req *r = NULL;
-    for (size_t i = 0; i < g->cfg.concurrency && r == NULL; i++)
-        if (g->reqs[i].used && g->reqs[i].id == id) r = &g->reqs[i];
+    for (size_t i = 0; i < g->nslots && r == NULL; i++)
+        if (g->reqs[i].used && g->reqs[i].handed && g->reqs[i].id == id) r = &g->reqs[i];
     if (r == NULL) return mesh_err(MESH_ENOTFOUND, "no request %llu in flight",
                                    (unsigned long long)id);
     switch (r->kind) {
@@ -2463,7 +2583,7 @@ int mesh_gw_on_response(mesh_gw *g, uint64_t id, uint64_t now, const mesh_gw_res
     req_release(g, r);
     run_timers(g, now);
     advance_all(g, now);
-    return persist(g, now);
+    return maybe_persist(g, now);
 }
 
 uint64_t mesh_gw_expiry(const mesh_gw *cg)
@@ -2498,7 +2618,7 @@ uint64_t mesh_gw_expiry(const mesh_gw *cg)
     size_t limit = g->cfg.concurrency > 1 ? g->cfg.concurrency - 1 : 1;
     bool can_write = g->cfg.uplink == MESH_GW_UPLINK_FILE || g->writes_inflight < limit;
     if (can_write && g->cfg.uplink == MESH_GW_UPLINK_BULK) {
-        if (vec_len(&g->single)) EARLIER(0);
+        if (g->nprepared > 0 || vec_len(&g->single)) EARLIER(0);
         for (size_t i = 0; i < g->cfg.ntypes * ACT_COUNT; i++) {
             if (vec_len(&g->split[i])) EARLIER(0);
             if (vec_len(&g->ready[i])) {
@@ -2518,6 +2638,7 @@ uint64_t mesh_gw_expiry(const mesh_gw *cg)
                 }
     }
     EARLIER(gw_dl_expiry(g));
+    if (g->dirty_since) EARLIER(g->dirty_since + MESH_GW_PERSIST_LINGER_MS);
 #undef EARLIER
     return t;
 }
@@ -2539,6 +2660,7 @@ void mesh_gw_stats_get(const mesh_gw *g, mesh_gw_stats *out)
 bool mesh_gw_idle(const mesh_gw *g)
 {
     return !g->broken && g->live_ops == 0 && g->reasserts == 0 && g->writes_inflight == 0 &&
+           g->nprepared == 0 && dirty_count(g) == 0 &&
            g->file.stage == 0 && !g->scan_more && g->nadvance == 0;
 }
 

@@ -35,6 +35,10 @@
 /* Requests in flight at once: the reference service and DIGIT's gateway both serve a few
  * connections per client well; more only queues on the server. */
 #define MESH_GW_CONCURRENCY_MAX 16u
+/* Write requests prepared ahead of a free request slot: their ops are marked sent together in
+ * one transaction (one fsync for up to this many batches instead of one each). A crash leaves
+ * them marked sent although some never left; a restart confirms them by search (cheap). */
+#define MESH_GW_PREPARED_MAX 16u
 /* Ops in one bulk request: DIGIT's bulk endpoints take any number, but a request must stay far
  * below the servers' body limits (16 MiB at the reference, a few MiB behind typical proxies). */
 #define MESH_GW_BATCH_MAX 1000u
@@ -52,6 +56,11 @@
 /* Locales and extra localisation modules downloaded. */
 #define MESH_GW_LOCALES_MAX 8u
 #define MESH_GW_LOC_MODULES_MAX 32u
+/* Settled changes (confirmations, receipts) wait at most this long, or until this many are
+ * waiting, to be written in one transaction: each commit is an fsync, which costs a busy
+ * laptop's disk tens of milliseconds. */
+#define MESH_GW_PERSIST_LINGER_MS 200u
+#define MESH_GW_PERSIST_BATCH 8000u
 /* Form schemas tracked for localisation downloads. */
 #define MESH_GW_FORMS_MAX 256u
 
@@ -246,6 +255,14 @@ typedef struct mesh_gw_stats {
 } mesh_gw_stats;
 
 void mesh_gw_stats_get(const mesh_gw *g, mesh_gw_stats *out);
+
+/*
+ * Writes what the core has settled but not yet written (confirmations and receipts are written
+ * together, at most MESH_GW_PERSIST_LINGER_MS after they happen, or with the next batch marked
+ * sent). Call before mesh_gw_free() on a clean stop; after a crash nothing is lost either: what
+ * was not written is confirmed by search again. Returns MESH_OK, MESH_ENOSPC, MESH_EIO.
+ */
+int mesh_gw_flush(mesh_gw *g, uint64_t now_ms);
 
 /* True when nothing is left to forward: every known op is confirmed or rejected and nothing is
  * in flight (tests and the benchmark wait for this). */

@@ -49,6 +49,7 @@ typedef struct gop {
     uint64_t hlc;
     uint8_t kind;               /* the op's kind */
     uint8_t state;              /* outbox state (what is, or will be, on disk) */
+    uint8_t disk_state;         /* the state last written (MESH_OUTBOX_PREV_NONE: no record) */
     uint8_t action;             /* how it is (to be) sent */
     uint8_t phase;
     uint16_t attempt;           /* sends so far (persisted) */
@@ -131,6 +132,7 @@ enum {
 
 typedef struct req {
     bool used;
+    bool handed;                /* handed out (counts against the concurrency) */
     int kind;
     uint64_t id;
     uint16_t type, tenant;
@@ -210,7 +212,10 @@ struct mesh_gw {
     timer *heap;
     size_t nheap, heap_cap;
 
-    req *reqs;                  /* cfg.concurrency slots */
+    req *reqs;                  /* nslots: concurrency + MESH_GW_PREPARED_MAX */
+    size_t nslots;
+    req *prepared[MESH_GW_PREPARED_MAX]; /* write requests marked sent, to hand out in order */
+    size_t nprepared;
     size_t inflight;
     size_t writes_inflight;
 
@@ -227,6 +232,7 @@ struct mesh_gw {
     uint64_t (*cursors)[2];
     size_t ncursors, cursors_cap;
     bool forms_since_dirty;
+    uint64_t dirty_since;       /* when unwritten changes first appeared (0: none) */
     gent **advance;             /* entities to re-evaluate */
     size_t nadvance, advance_cap;
     gent **orphans;             /* entities waiting for a parent the gateway holds nothing of */
@@ -289,6 +295,23 @@ json_t *gw_parse(const mesh_gw_response *r);
 /* The first DIGIT error of a response body: Errors[0].code/message (or error/
  * error_description of Spring OAuth bodies), else the HTTP status. */
 void gw_error_of(const mesh_gw_response *r, verdict *out);
+
+/* One entity of a search answer: the fields a confirmation needs (strings raw, not NUL-ended,
+ * borrowed from the body) and the whole object's text for a closer look. */
+typedef struct gw_hit {
+    const char *crid, *id;
+    size_t crid_len, id_len;
+    int64_t rv;
+    bool deleted;
+    bool escaped;               /* crid or id held an escape: not a plain UUID */
+    const char *obj;
+    size_t obj_len;
+} gw_hit;
+
+/* Calls fn for each object of the top-level array `key` of a search answer. Returns MESH_OK,
+ * MESH_ENOTFOUND (no such array), MESH_ECORRUPT (malformed), or fn's non-zero value. */
+int gw_scan_search(const uint8_t *body, size_t len, const char *key,
+                   int (*fn)(const gw_hit *h, void *ctx), void *ctx);
 
 /* ---- download.c ---- */
 /* The next download request due at now_ms (or NULL). */

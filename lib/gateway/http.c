@@ -98,7 +98,7 @@ int gw_gzip(const uint8_t *in, size_t len, mesh_buf *out)
     if (deflateInit2(&z, 6, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
         return mesh_err(MESH_ENOMEM, "cannot start gzip compression");
     size_t bound = deflateBound(&z, (uLong)len);
-    int rc = mesh_buf_reserve(out, out->len + bound);
+    int rc = mesh_buf_reserve(out, bound);
     if (rc != MESH_OK) {
         deflateEnd(&z);
         return rc;
@@ -168,4 +168,206 @@ void gw_error_of(const mesh_gw_response *r, verdict *out)
     else
         snprintf(out->msg, sizeof out->msg, "HTTP %d with an empty body", r->status);
     json_decref(j);
+}
+
+/* ---- A light reader of search answers ----------------------------------------------------- */
+
+/* A confirming search only needs four top-level fields of each entity; building a jansson tree
+ * of a 1,000-entity answer costs more than everything else done with it. This reader walks the
+ * text once without allocating. It accepts what a JSON parser accepts for the parts it reads and
+ * skips the rest by depth (strings respected); anything malformed is MESH_ECORRUPT. */
+
+typedef struct lex {
+    const char *p, *end;
+} lex;
+
+static void ws(lex *l)
+{
+    while (l->p < l->end && (*l->p == ' ' || *l->p == '\t' || *l->p == '\n' || *l->p == '\r'))
+        l->p++;
+}
+
+/* At a '"': the string's raw contents (escapes left as they are; *esc says if any). */
+static bool lex_str(lex *l, const char **s, size_t *n, bool *esc)
+{
+    if (l->p >= l->end || *l->p != '"') return false;
+    const char *start = ++l->p;
+    *esc = false;
+    while (l->p < l->end && *l->p != '"') {
+        if (*l->p == '\\') {
+            *esc = true;
+            l->p++;
+        }
+        l->p++;
+    }
+    if (l->p >= l->end) return false;
+    *s = start;
+    *n = (size_t)(l->p - start);
+    l->p++;
+    return true;
+}
+
+static bool skip_value(lex *l)
+{
+    ws(l);
+    if (l->p >= l->end) return false;
+    char c = *l->p;
+    if (c == '"') {
+        const char *s;
+        size_t n;
+        bool e;
+        return lex_str(l, &s, &n, &e);
+    }
+    if (c == '{' || c == '[') {
+        int depth = 0;
+        while (l->p < l->end) {
+            char x = *l->p;
+            if (x == '"') {
+                const char *s;
+                size_t n;
+                bool e;
+                if (!lex_str(l, &s, &n, &e)) return false;
+                continue;
+            }
+            if (x == '{' || x == '[') depth++;
+            else if (x == '}' || x == ']') depth--;
+            l->p++;
+            if (depth == 0) return true;
+        }
+        return false;
+    }
+    /* A number or a literal. */
+    const char *s = l->p;
+    while (l->p < l->end && *l->p != ',' && *l->p != '}' && *l->p != ']' && *l->p != ' ' &&
+           *l->p != '\n' && *l->p != '\r' && *l->p != '\t')
+        l->p++;
+    return l->p > s;
+}
+
+static bool key_is(const char *s, size_t n, const char *k)
+{
+    return strlen(k) == n && memcmp(s, k, n) == 0;
+}
+
+static bool read_entity(lex *l, gw_hit *h)
+{
+    memset(h, 0, sizeof *h);
+    h->obj = l->p;
+    if (*l->p != '{') return false;
+    l->p++;
+    ws(l);
+    if (l->p < l->end && *l->p == '}') {
+        l->p++;
+        h->obj_len = (size_t)(l->p - h->obj);
+        return true;
+    }
+    for (;;) {
+        ws(l);
+        const char *k;
+        size_t kn;
+        bool esc;
+        if (!lex_str(l, &k, &kn, &esc)) return false;
+        ws(l);
+        if (l->p >= l->end || *l->p != ':') return false;
+        l->p++;
+        ws(l);
+        if (l->p >= l->end) return false;
+        if ((key_is(k, kn, "clientReferenceId") || key_is(k, kn, "id")) && *l->p == '"') {
+            const char *v;
+            size_t vn;
+            if (!lex_str(l, &v, &vn, &esc)) return false;
+            if (esc) h->escaped = true;
+            if (k[0] == 'c') {
+                h->crid = v;
+                h->crid_len = vn;
+            } else {
+                h->id = v;
+                h->id_len = vn;
+            }
+        } else if (key_is(k, kn, "rowVersion") && (*l->p == '-' || (*l->p >= '0' && *l->p <= '9'))) {
+            char *endp;
+            char num[32];
+            size_t nn = 0;
+            while (l->p + nn < l->end && nn < sizeof num - 1 &&
+                   (l->p[nn] == '-' || (l->p[nn] >= '0' && l->p[nn] <= '9')))
+                nn++;
+            memcpy(num, l->p, nn);
+            num[nn] = '\0';
+            h->rv = strtoll(num, &endp, 10);
+            if (!skip_value(l)) return false;
+        } else if (key_is(k, kn, "isDeleted") && *l->p == 't') {
+            h->deleted = true;
+            if (!skip_value(l)) return false;
+        } else if (!skip_value(l)) {
+            return false;
+        }
+        ws(l);
+        if (l->p >= l->end) return false;
+        if (*l->p == ',') {
+            l->p++;
+            continue;
+        }
+        if (*l->p != '}') return false;
+        l->p++;
+        h->obj_len = (size_t)(l->p - h->obj);
+        return true;
+    }
+}
+
+int gw_scan_search(const uint8_t *body, size_t len, const char *key,
+                   int (*fn)(const gw_hit *h, void *ctx), void *ctx)
+{
+    lex l = {(const char *)body, (const char *)body + len};
+    ws(&l);
+    if (l.p >= l.end || *l.p != '{') return MESH_ECORRUPT;
+    l.p++;
+    bool found = false;
+    for (;;) {
+        ws(&l);
+        if (l.p < l.end && *l.p == '}') break;
+        const char *k;
+        size_t kn;
+        bool esc;
+        if (!lex_str(&l, &k, &kn, &esc)) return MESH_ECORRUPT;
+        ws(&l);
+        if (l.p >= l.end || *l.p != ':') return MESH_ECORRUPT;
+        l.p++;
+        ws(&l);
+        if (key_is(k, kn, key) && l.p < l.end && *l.p == '[') {
+            found = true;
+            l.p++;
+            ws(&l);
+            if (l.p < l.end && *l.p == ']') {
+                l.p++;
+            } else {
+                for (;;) {
+                    ws(&l);
+                    gw_hit h;
+                    if (l.p >= l.end || !read_entity(&l, &h)) return MESH_ECORRUPT;
+                    int rc = fn(&h, ctx);
+                    if (rc != MESH_OK) return rc;
+                    ws(&l);
+                    if (l.p < l.end && *l.p == ',') {
+                        l.p++;
+                        continue;
+                    }
+                    if (l.p < l.end && *l.p == ']') {
+                        l.p++;
+                        break;
+                    }
+                    return MESH_ECORRUPT;
+                }
+            }
+        } else if (!skip_value(&l)) {
+            return MESH_ECORRUPT;
+        }
+        ws(&l);
+        if (l.p < l.end && *l.p == ',') {
+            l.p++;
+            continue;
+        }
+        if (l.p < l.end && *l.p == '}') break;
+        return MESH_ECORRUPT;
+    }
+    return found ? MESH_OK : MESH_ENOTFOUND;
 }

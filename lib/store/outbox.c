@@ -108,20 +108,27 @@ int mesh_outbox_op_get(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES], uint3
     return rc;
 }
 
-int mesh_outbox_op_put(mesh_txn *t, const mesh_outbox_op *op)
+int mesh_outbox_op_put(mesh_txn *t, const mesh_outbox_op *op, uint8_t prev,
+                       mesh_outbox_deltas *deltas)
 {
     MESH_ASSERT(op->state >= MESH_OUTBOX_PENDING && op->state <= MESH_OUTBOX_REJECTED);
-    mesh_outbox_op old;
-    int rc = mesh_outbox_op_get(t, op->entity, op->row_version, op->author, &old);
-    if (rc != MESH_OK && rc != MESH_ENOTFOUND) return rc;
-    bool had = rc == MESH_OK;
+    int rc;
+    if (prev == MESH_OUTBOX_PREV_UNKNOWN) {
+        mesh_outbox_op old;
+        rc = mesh_outbox_op_get(t, op->entity, op->row_version, op->author, &old);
+        if (rc == MESH_OK) prev = old.state;
+        else if (rc == MESH_ENOTFOUND) prev = MESH_OUTBOX_PREV_NONE;
+        else return rc;
+    }
+    bool had = prev != MESH_OUTBOX_PREV_NONE;
+    MESH_ASSERT(!had || (prev >= MESH_OUTBOX_PENDING && prev <= MESH_OUTBOX_REJECTED));
     char want = state_live(op->state) ? 'P' : 'D';
     uint8_t key[OP_KEY_BYTES];
-    if (had && state_live(old.state) != state_live(op->state)) {
-        op_key(key, state_live(old.state) ? 'P' : 'D', op->entity, op->row_version, op->author);
+    if (had && state_live(prev) != state_live(op->state)) {
+        op_key(key, state_live(prev) ? 'P' : 'D', op->entity, op->row_version, op->author);
         MDB_val k = mval(key, sizeof key);
         rc = mdb_del(t->txn, t->s->dbi[DB_OUTBOX], &k, NULL);
-        if (rc != 0) return mesh_lmdb_err(t, rc, "updating the gateway outbox");
+        if (rc != 0 && rc != MDB_NOTFOUND) return mesh_lmdb_err(t, rc, "updating the gateway outbox");
     }
     uint8_t val[OP_FIXED_BYTES + 1 + MESH_OUTBOX_CODE_BYTES_MAX + 2 + MESH_OUTBOX_MSG_BYTES_MAX];
     uint8_t *p = val;
@@ -141,10 +148,23 @@ int mesh_outbox_op_put(mesh_txn *t, const mesh_outbox_op *op)
     MDB_val k = mval(key, sizeof key), v = mval(val, (size_t)(p - val));
     rc = mdb_put(t->txn, t->s->dbi[DB_OUTBOX], &k, &v, 0);
     if (rc != 0) return mesh_lmdb_err(t, rc, "writing the gateway outbox");
-    if (!had || old.state != op->state) {
-        if (had && (rc = mesh_outbox_meta_add(t, COUNTER_NAMES[old.state], -1)) != MESH_OK)
-            return rc;
-        if ((rc = mesh_outbox_meta_add(t, COUNTER_NAMES[op->state], 1)) != MESH_OK) return rc;
+    if (!had || prev != op->state) {
+        mesh_outbox_deltas local = {{0}};
+        mesh_outbox_deltas *d = deltas ? deltas : &local;
+        if (had) d->d[prev]--;
+        d->d[op->state]++;
+        if (deltas == NULL) return mesh_outbox_deltas_apply(t, &local);
+    }
+    return MESH_OK;
+}
+
+int mesh_outbox_deltas_apply(mesh_txn *t, mesh_outbox_deltas *deltas)
+{
+    for (int s = MESH_OUTBOX_PENDING; s <= MESH_OUTBOX_REJECTED; s++) {
+        if (deltas->d[s] == 0) continue;
+        int rc = mesh_outbox_meta_add(t, COUNTER_NAMES[s], deltas->d[s]);
+        if (rc != MESH_OK) return rc;
+        deltas->d[s] = 0;
     }
     return MESH_OK;
 }

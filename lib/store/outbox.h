@@ -92,9 +92,28 @@ typedef struct mesh_outbox_ent {
 int mesh_outbox_op_get(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES], uint32_t rv,
                        const uint8_t author[MESH_KEY_BYTES], mesh_outbox_op *out);
 
-/* Stores an op record under the prefix its state implies (live: pending/sent; done:
- * confirmed/rejected), removing it from the other. Returns MESH_OK, MESH_ENOSPC, MESH_EIO. */
-int mesh_outbox_op_put(mesh_txn *t, const mesh_outbox_op *op);
+/* What the caller knows of an op's stored state before a put: nothing (look it up), that there
+ * is no record, or the stored state (enum mesh_outbox_state). */
+#define MESH_OUTBOX_PREV_UNKNOWN 0
+#define MESH_OUTBOX_PREV_NONE 0xff
+
+/* Deltas of the per-state counters, indexed by enum mesh_outbox_state (0 unused). */
+typedef struct mesh_outbox_deltas {
+    int64_t d[5];
+} mesh_outbox_deltas;
+
+/*
+ * Stores an op record under the prefix its state implies (live: pending/sent; done:
+ * confirmed/rejected), removing it from the other. `prev` is MESH_OUTBOX_PREV_UNKNOWN (looked
+ * up), MESH_OUTBOX_PREV_NONE or the stored state: knowing it saves two lookups. With `deltas`
+ * the counter changes are added there for one mesh_outbox_deltas_apply() per transaction
+ * instead of being written per op. Returns MESH_OK, MESH_ENOSPC, MESH_EIO.
+ */
+int mesh_outbox_op_put(mesh_txn *t, const mesh_outbox_op *op, uint8_t prev,
+                       mesh_outbox_deltas *deltas);
+
+/* Adds the accumulated counter deltas (and zeroes them). */
+int mesh_outbox_deltas_apply(mesh_txn *t, mesh_outbox_deltas *deltas);
 
 /* Calls fn for every live op (pending or sent) in key order; a non-zero return stops and is
  * returned. Records damaged on disk are MESH_ECORRUPT. */
