@@ -24,7 +24,7 @@ static int finish(mesh_roster *r, const uint8_t *team_key)
         return mesh_err(MESH_EINVAL, "roster %s lists no keys; add each team member's key "
                         "('meshsync identity' prints it), one per line",
                         r->path[0] ? r->path : "(memory)");
-    qsort(r->members, r->count, sizeof r->members[0], cmp_member);
+    if (r->count > 1) qsort(r->members, r->count, sizeof r->members[0], cmp_member);
     size_t w = 0;
     for (size_t i = 0; i < r->count; i++)
         if (w == 0 || memcmp(r->members[w - 1].ed_pk, r->members[i].ed_pk, 32) != 0)
@@ -175,6 +175,7 @@ const mesh_roster_member *mesh_roster_find(const mesh_roster *r, const uint8_t e
 {
     mesh_roster_member key;
     memcpy(key.ed_pk, ed_pk, 32);
+    if (r->count == 0) return NULL;  /* a team node without a roster yet */
     return bsearch(&key, r->members, r->count, sizeof key, cmp_member);
 }
 
