@@ -412,10 +412,7 @@ static void receipt_json(cli_json *j, int rc, const mesh_receipt *r)
 
 static void receipt_text(FILE *f, int rc, const mesh_receipt *r)
 {
-    if (rc != MESH_OK) {
-        fputs("  server  awaiting a receipt\n", f);
-        return;
-    }
+    if (rc != MESH_OK) return; /* no gateway's receipt yet: nothing to say */
     char when[32];
     cli_format_time(r->time_ms, when);
     if (r->status == MESH_RECEIPT_CONFIRMED)
@@ -525,7 +522,7 @@ const cli_command cmd_history = {
         "than one head is a conflict. Deleted entities have a history too. Each op also\n"
         "shows what the campaign service made of it, once a gateway's receipt has\n"
         "arrived: confirmed (with the server's id and rowVersion) or rejected (with the\n"
-        "server's error), else \"awaiting a receipt\".",
+        "server's error).",
     .args_min = 1,
     .args_max = 1,
     .needs = CLI_NEEDS_NODE,
