@@ -259,8 +259,11 @@ static void op_free(gop *op)
 static void ent_free(gent *e)
 {
     if (e == NULL) return;
+    /* A winner re-send is not among the entity's ops: free it on its own (look before the
+     * ops are freed: cur may be one of them). */
+    gop *resend = e->cur && e->cur->reassert ? e->cur : NULL;
     for (uint32_t i = 0; i < e->nops; i++) op_free(e->ops[i]);
-    if (e->cur && e->cur->reassert) op_free(e->cur);
+    op_free(resend);
     free(e->ops);
     free(e->waiters);
     free(e->server_id);
