@@ -35,6 +35,32 @@ static int collect_form(const mesh_config_entry *e, void *ctx)
     return 0;
 }
 
+/* The forms held, with their versions (the sync service answers only newer ones). */
+typedef struct held_forms {
+    size_t n;
+    char schema[MESH_GW_FORMS_MAX][96];
+    char version[MESH_GW_FORMS_MAX][32];
+} held_forms;
+
+static int collect_held(const mesh_config_entry *e, void *ctx)
+{
+    held_forms *h = ctx;
+    if (h->n >= MESH_GW_FORMS_MAX || strncmp(e->key, "forms/", 6) != 0) return 0;
+    json_t *v = json_loadb(e->json, e->json_len, 0, NULL);
+    json_t *ver = json_object_get(v, "version");
+    if (json_is_string(ver))
+        snprintf(h->version[h->n], sizeof h->version[0], "%s", json_string_value(ver));
+    else if (json_is_integer(ver))
+        snprintf(h->version[h->n], sizeof h->version[0], "%" JSON_INTEGER_FORMAT,
+                 json_integer_value(ver));
+    else
+        snprintf(h->version[h->n], sizeof h->version[0], "0");
+    snprintf(h->schema[h->n], sizeof h->schema[0], "%s", e->key + 6);
+    h->n++;
+    json_decref(v);
+    return 0;
+}
+
 static req *dl_json_req(mesh_gw *g, int kind, const char *path, const char *what)
 {
     req *r = gw_req_new(g, kind);
@@ -101,7 +127,15 @@ req *gw_dl_next(mesh_gw *g, uint64_t now)
         if (c->forms_source == MESH_GW_FORMS_SYNC) {
             r = dl_json_req(g, RQ_DL_FORMS_SYNC, c->forms_sync_path, "form schemas (sync)");
             if (r == NULL) return NULL;
-            /* The archive sync contract spells the envelope requestInfo. */
+            /* The archive sync contract: the forms held with their versions (the service
+             * answers newer versions and forms not listed), or syncAll when none is held. It
+             * spells the envelope requestInfo. */
+            held_forms *hf = calloc(1, sizeof *hf);
+            if (hf == NULL) {
+                r->used = false;
+                return NULL;
+            }
+            if (mesh_config_list(g->node, "forms/", collect_held, hf) != MESH_OK) hf->n = 0;
             mesh_buf *b = &r->body;
             rc = gw_append(b, "{\"requestInfo\":");
             if (rc == MESH_OK) rc = gw_request_info(g, now, "_search", b);
@@ -111,8 +145,16 @@ req *gw_dl_next(mesh_gw *g, uint64_t now)
                 rc = gw_append(b, ",\"campaignId\":");
                 if (rc == MESH_OK) rc = gw_json_str(b, c->campaign_id, strlen(c->campaign_id));
             }
-            if (rc == MESH_OK) rc = gw_appendf(b, ",\"syncAll\":true,\"lastUpdatedSince\":%llu}}",
-                                               (unsigned long long)(g->forms_since + 1));
+            if (rc == MESH_OK) rc = gw_appendf(b, ",\"syncAll\":%s,\"forms\":[", hf->n ? "false" : "true");
+            for (size_t i = 0; i < hf->n && rc == MESH_OK; i++) {
+                rc = gw_append(b, i ? ",{\"schemaId\":" : "{\"schemaId\":");
+                if (rc == MESH_OK) rc = gw_json_str(b, hf->schema[i], strlen(hf->schema[i]));
+                if (rc == MESH_OK) rc = gw_append(b, ",\"version\":");
+                if (rc == MESH_OK) rc = gw_json_str(b, hf->version[i], strlen(hf->version[i]));
+                if (rc == MESH_OK) rc = gw_append(b, "}");
+            }
+            if (rc == MESH_OK) rc = gw_append(b, "]}}");
+            free(hf);
         } else {
             r = dl_json_req(g, RQ_DL_MDMS, c->mdms_path, "form schemas (MDMS)");
             if (r == NULL) return NULL;

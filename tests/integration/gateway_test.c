@@ -1106,7 +1106,7 @@ static const char *check_request(json_t *rq)
         json_t *b2 = json_pack("{s:O, s:o}", "requestInfo", json_object_get(body, "requestInfo"), "sync", sync);
         validate(cc, rs, b2, path, true, 0);
         json_decref(b2);
-        return "sync-file";
+        return strstr(path, "/forms/") ? "forms-sync" : "sync-file";
     }
     /* Entity requests: the body's keys are the schema's (RequestInfo and the array, single or
      * criteria key), every entity's fields are the contract's. `required` at the top is not
@@ -1209,17 +1209,22 @@ Test(gateway, every_request_conforms_to_the_contracts_in_bulk_and_file_mode)
     snprintf(cfg2, sizeof cfg2, "%s/gateway-file.json", base);
     snprintf(record2, sizeof record2, "%s/requests-file.jsonl", base);
     write_config(cfg2, "\"uplink\":{\"mode\":\"file\",\"lingerMs\":100},\"file\":{\"campaignId\":"
-                       "\"CMP-2024-MZ-001\",\"pollMs\":100}");
+                       "\"CMP-2024-MZ-001\",\"pollMs\":100},\"downloads\":{\"formsSource\":\"sync\"}");
     run_gateway_until_idle(daemons[1].dir, cfg2, record2);
     json_t *all = service_entities("household");
     cr_assert_eq(json_integer_value(json_object_get(all, "count")), 8 + 6);
     json_decref(all);
+    /* The sync service's forms search brought the forms into that node. */
+    json_t *form = cli_json(daemons[1].dir, "get", "config", "forms/householdDetails");
+    cr_assert_str_eq(json_string_value(json_object_get(form, "source")), "/sync/forms/v1/_search");
+    json_decref(form);
 
     json_t *tally = json_object();
     check_record(record, tally);
     check_record(record2, tally);
     static const char *const kinds[] = {"login", "bulk write", "search", "mdms", "localization",
-                                        "dashboard", "filestore", "filestore-url", "sync-file"};
+                                        "dashboard", "filestore", "filestore-url", "sync-file",
+                                        "forms-sync"};
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         cr_assert_gt(json_integer_value(json_object_get(tally, kinds[i])), 0,
                      "no %s request was checked: %s", kinds[i], json_dumps(tally, 0));
