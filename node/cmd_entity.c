@@ -140,67 +140,117 @@ static int get_cb(const mesh_entity *e, void *arg)
     return 0;
 }
 
-/* ---- get config: configuration a gateway downloaded into the mesh ---- */
+/* ---- get config: configuration a gateway downloaded into the mesh, sorted by key ---- */
+
+typedef struct config_row {
+    char *key, *kind, *source, *value, author[MESH_KEY_STR_LEN];
+    uint32_t version;
+    uint64_t fetched_ms, modified_ms;
+} config_row;
 
 typedef struct config_state {
-    cli_ctx *ctx;
-    cli_json j;
-    int one;          /* get one key: print its value */
+    config_row *rows;
+    size_t n, cap;
+    int failed;
 } config_state;
-
-static void config_entry_json(cli_json *j, const mesh_config_entry *e)
-{
-    cli_json_object_open(j);
-    cli_json_key(j, "key");
-    cli_json_str(j, e->key);
-    cli_json_key(j, "kind");
-    cli_json_str(j, e->kind);
-    cli_json_key(j, "version");
-    cli_json_u64(j, e->version);
-    cli_json_key(j, "source");
-    cli_json_str(j, e->source);
-    cli_json_key(j, "fetched_ms");
-    cli_json_u64(j, e->fetched_ms);
-    cli_json_key(j, "modified_ms");
-    cli_json_u64(j, e->modified_ms);
-    cli_json_key(j, "author");
-    cli_json_str(j, e->author);
-    cli_json_key(j, "value");
-    cli_json_raw(j, e->json, e->json_len);
-    cli_json_object_close(j);
-}
 
 static int config_cb(const mesh_config_entry *e, void *arg)
 {
     config_state *c = arg;
-    FILE *f = c->ctx->out;
-    if (c->ctx->json) {
-        config_entry_json(&c->j, e);
-    } else if (c->one) {
-        cli_print_pretty_json(f, e->json, e->json_len);
-    } else {
-        char when[32];
-        cli_format_time(e->fetched_ms, when);
-        fprintf(f, "%-48s %-13s v%-3u fetched %s\n", e->key, e->kind, e->version, when);
+    if (c->n == c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 32;
+        config_row *r = realloc(c->rows, nc * sizeof *r);
+        if (r == NULL) {
+            c->failed = 1;
+            return 1;
+        }
+        c->rows = r;
+        c->cap = nc;
     }
-    return 0;
+    config_row *r = &c->rows[c->n];
+    r->key = strdup(e->key);
+    r->kind = strdup(e->kind);
+    r->source = strdup(e->source);
+    r->value = strndup(e->json, e->json_len);
+    memcpy(r->author, e->author, sizeof r->author);
+    r->version = e->version;
+    r->fetched_ms = e->fetched_ms;
+    r->modified_ms = e->modified_ms;
+    if (!r->key || !r->kind || !r->source || !r->value) c->failed = 1;
+    c->n++;
+    return c->failed;
+}
+
+static int row_cmp(const void *a, const void *b)
+{
+    return strcmp(((const config_row *)a)->key, ((const config_row *)b)->key);
+}
+
+static void config_row_json(cli_json *j, const config_row *r)
+{
+    cli_json_object_open(j);
+    cli_json_key(j, "key");
+    cli_json_str(j, r->key);
+    cli_json_key(j, "kind");
+    cli_json_str(j, r->kind);
+    cli_json_key(j, "version");
+    cli_json_u64(j, r->version);
+    cli_json_key(j, "source");
+    cli_json_str(j, r->source);
+    cli_json_key(j, "fetched_ms");
+    cli_json_u64(j, r->fetched_ms);
+    cli_json_key(j, "modified_ms");
+    cli_json_u64(j, r->modified_ms);
+    cli_json_key(j, "author");
+    cli_json_str(j, r->author);
+    cli_json_key(j, "value");
+    cli_json_raw(j, r->value, strlen(r->value));
+    cli_json_object_close(j);
 }
 
 static int run_get_config(cli_ctx *ctx)
 {
-    config_state c = {.ctx = ctx, .one = ctx->nargs > 1};
-    if (ctx->json) {
-        cli_json_begin(&c.j, ctx->out);
-        if (!c.one) cli_json_array_open(&c.j);
+    config_state c = {0};
+    int one = ctx->nargs > 1;
+    int rc = one ? mesh_config_get(ctx->node, ctx->args[1], config_cb, &c)
+                 : mesh_config_list(ctx->node, NULL, config_cb, &c);
+    int ec = CLI_EXIT_OK;
+    if (c.failed) {
+        cli_error(ctx, "out of memory");
+        ec = CLI_EXIT_FAILURE;
+    } else if (rc != MESH_OK) {
+        ec = cli_fail(ctx, rc);
+    } else {
+        qsort(c.rows, c.n, sizeof *c.rows, row_cmp);
+        if (ctx->json) {
+            cli_json j;
+            cli_json_begin(&j, ctx->out);
+            if (!one) cli_json_array_open(&j);
+            for (size_t i = 0; i < c.n; i++) config_row_json(&j, &c.rows[i]);
+            if (!one) cli_json_array_close(&j);
+            cli_json_end(&j);
+        } else {
+            for (size_t i = 0; i < c.n; i++) {
+                const config_row *r = &c.rows[i];
+                if (one) {
+                    cli_print_pretty_json(ctx->out, r->value, strlen(r->value));
+                    continue;
+                }
+                char when[32];
+                cli_format_time(r->fetched_ms, when);
+                fprintf(ctx->out, "%-48s %-13s v%-3u fetched %s\n", r->key, r->kind, r->version,
+                        when);
+            }
+        }
     }
-    int rc = c.one ? mesh_config_get(ctx->node, ctx->args[1], config_cb, &c)
-                   : mesh_config_list(ctx->node, NULL, config_cb, &c);
-    if (rc != MESH_OK) return cli_fail(ctx, rc);
-    if (ctx->json) {
-        if (!c.one) cli_json_array_close(&c.j);
-        cli_json_end(&c.j);
+    for (size_t i = 0; i < c.n; i++) {
+        free(c.rows[i].key);
+        free(c.rows[i].kind);
+        free(c.rows[i].source);
+        free(c.rows[i].value);
     }
-    return CLI_EXIT_OK;
+    free(c.rows);
+    return ec;
 }
 
 static int run_get(cli_ctx *ctx)
