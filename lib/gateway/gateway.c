@@ -1420,6 +1420,7 @@ typedef struct build_ctx {
     mesh_gw *g;
     req *r;
     uint64_t now;
+    size_t kept;                /* file: entries that fit (0: all) */
     mesh_buf edited, add, ejson;
 } build_ctx;
 
@@ -1514,6 +1515,8 @@ static int build_write_fn(mesh_txn *t, void *vctx)
     for (size_t i = 0; i < r->nops && rc == MESH_OK; i++) {
         if (i) rc = gw_append(b, ",");
         if (rc == MESH_OK) rc = append_entity(c, t, r->ops[i], b);
+        if (rc == MESH_OK && i + 1 < r->nops && b->len > MESH_GW_WRITE_BYTES_MAX)
+            return MESH_ELIMIT; /* the caller splits the batch */
     }
     if (rc == MESH_OK) rc = gw_append(b, r->single ? "}" : "]}");
     return rc;
@@ -1532,6 +1535,18 @@ static bool prepare_write(mesh_gw *g, req *r, uint64_t now)
     mesh_buf_fini(&c.edited);
     mesh_buf_fini(&c.add);
     mesh_buf_fini(&c.ejson);
+    if (rc == MESH_ELIMIT && r->nops > 1) {
+        /* Too many bytes for one request: send the batch in halves. */
+        mesh_err_clear();
+        uint16_t half = (uint16_t)((r->nops + 1) / 2);
+        for (size_t i = 0; i < r->nops; i++) {
+            gop *op = r->ops[i];
+            op->bisect = i < half ? half : (uint16_t)(r->nops - half);
+            queue_ready(g, op, now);
+        }
+        req_release(g, r);
+        return true;
+    }
     if (rc != MESH_OK) {
         /* The ops stay where they are (READY is only memory): try again from the store. */
         req_release(g, r);
@@ -2144,6 +2159,10 @@ static int file_entries_fn(mesh_txn *t, void *vctx)
     mesh_buf_init(&lines, (size_t)MESH_GW_FILE_ENTRIES_MAX * 8 * MESH_OP_BYTES_MAX);
     int rc = MESH_OK;
     for (size_t i = 0; i < f->nops && rc == MESH_OK; i++) {
+        if (i > 0 && lines.len > MESH_GW_FILE_BYTES_MAX) {
+            c->kept = i; /* the rest goes in the next file */
+            break;
+        }
         gop *op = f->ops[i];
         rc = gw_appendf(&lines, "{\"type\":\"%s\",\"action\":\"%s\",\"entity\":",
                         type_of(g, op->ent)->name, ACTION_NAMES[op->action]);
@@ -2197,6 +2216,10 @@ static bool file_compile(mesh_gw *g, uint64_t now)
     if (rc != MESH_OK) {
         fail(g, rc, "compiling a sync file");
         return false;
+    }
+    if (c.kept) {
+        for (size_t i = c.kept; i < f->nops; i++) queue_ready(g, f->ops[i], now);
+        f->nops = c.kept;
     }
     for (size_t i = 0; i < f->nops; i++) {
         gop *op = f->ops[i];

@@ -42,11 +42,17 @@
 /* Ops in one bulk request: DIGIT's bulk endpoints take any number, but a request must stay far
  * below the servers' body limits (16 MiB at the reference, a few MiB behind typical proxies). */
 #define MESH_GW_BATCH_MAX 1000u
+/* A bulk request's body: a batch of large entities is split to stay under it (proxies in front
+ * of DIGIT commonly refuse bodies of a few MiB). */
+#define MESH_GW_WRITE_BYTES_MAX (4u * 1024u * 1024u)
 /* clientReferenceIds in one confirming search: the contracts cap `limit` at 1000. */
 #define MESH_GW_SEARCH_IDS_MAX 1000u
 /* Entries in one sync file (file uplink): the reference service accepts 1,000,000; a file is
  * built in memory. */
 #define MESH_GW_FILE_ENTRIES_MAX 100000u
+/* A sync file before compression: its entries stop there (the reference service takes 256 MiB
+ * inflated and 16 MiB stored; JSON lines of entities compress about 8:1). */
+#define MESH_GW_FILE_BYTES_MAX (64u * 1024u * 1024u)
 /* Ops the gateway scans from the op-log per store transaction. */
 #define MESH_GW_SCAN_OPS_MAX 20000u
 /* Response bodies the driver hands in (a search of 1000 entities is ~1 MB). */

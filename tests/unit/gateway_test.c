@@ -826,3 +826,27 @@ Test(gateway, configuration_is_checked)
     cr_assert_str_eq(c.types[1 - ind].response_key, "Households");
     world_close(&w);
 }
+
+Test(gateway, a_batch_too_large_for_one_request_is_split)
+{
+    world w;
+    world_open(&w, "gw-big");
+    /* 60 households of ~100 KB: one batch would be ~6 MB, over MESH_GW_WRITE_BYTES_MAX. */
+    size_t big = 100 * 1024;
+    char *json = malloc(big + 100);
+    cr_assert_not_null(json);
+    int n = snprintf(json, big + 100, "{\"tenantId\":\"mz\",\"memberCount\":1,\"source\":\"");
+    memset(json + n, 'x', big);
+    snprintf(json + n + big, 100, "\"}");
+    for (int i = 0; i < 60; i++) put(&w, "household", NULL, json, NULL);
+    free(json);
+    gw_start(&w);
+    run(&w, 400);
+    cr_assert_eq(w.f.creates_applied, 60);
+    cr_assert_eq(fake_count(&w.f, "/household/v1/bulk/_create"), 2, "two halves of 30");
+    for (size_t i = 0; i < w.f.nreqs; i++) {
+        if (strcmp(w.f.reqs[i].path, "/household/v1/bulk/_create") != 0) continue;
+        cr_assert_eq(json_array_size(json_object_get(w.f.reqs[i].body, "Households")), 30);
+    }
+    world_close(&w);
+}
