@@ -34,7 +34,7 @@
 
 /* The op-log is scanned for new ops this often. */
 #define STORE_POLL_MS 500u
-/* gateway.json is rewritten this often. */
+/* gateway-state.json is rewritten this often. */
 #define STATE_WRITE_MS 2000u
 /* After the core fails (a store write), wait this long before making a new one. */
 #define RESTART_MS 2000u
@@ -295,7 +295,8 @@ const cli_command cmd_gateway = {
         "required. $MESHSYNC_GATEWAY_PASSWORD overrides auth.password. The gateway can\n"
         "be killed at any moment: it resumes from the store and confirms by search what\n"
         "was in flight before sending anything again. 'meshsync run --gateway CONFIG'\n"
-        "runs this command beside the daemon. State: DIR/gateway.json, 'meshsync status'.",
+        "runs this command beside the daemon. State: DIR/gateway-state.json,\n"
+        "'meshsync status'.",
     .opts = gateway_opts,
     .args_min = 1,
     .args_max = 1,

@@ -11,7 +11,7 @@
 #include "cli.h"
 
 /* The gateway writes its live state here (in the data directory) every few seconds. */
-#define GATEWAY_STATE_FILE "gateway.json"
+#define GATEWAY_STATE_FILE "gateway-state.json"
 #define GATEWAY_LOCK_FILE "gateway.lock"
 
 /* Starts `meshsync gateway CONFIG --data DIR` as a supervised child process (restarted with

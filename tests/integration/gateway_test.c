@@ -574,7 +574,7 @@ Test(gateway, story_three_field_nodes_to_the_service_and_receipts_back)
 static pid_t gateway_child_pid(void)
 {
     char path[320];
-    snprintf(path, sizeof path, "%s/gateway.json", daemons[0].dir);
+    snprintf(path, sizeof path, "%s/gateway-state.json", daemons[0].dir);
     json_t *j = json_load_file(path, 0, NULL);
     pid_t pid = (pid_t)json_integer_value(json_object_get(j, "pid"));
     json_decref(j);
