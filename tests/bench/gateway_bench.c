@@ -27,7 +27,6 @@
 #define MESH_CAMPAIGN_BIN MESH_BINARY_DIR "/sim/meshsync-campaign"
 #endif
 
-#define GEN_PER_TXN 10000u
 
 static uint64_t wall_ms(void *ctx)
 {
@@ -37,18 +36,7 @@ static uint64_t wall_ms(void *ctx)
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
-/* ---- Writing the ops: what mesh_put does, 10,000 per transaction ---------------------------- */
-
-typedef struct gen {
-    mesh_node *n;
-    uint64_t left, done;
-    uint64_t total;
-    mesh_buf bodies[3];
-    uint8_t *arena;
-    size_t arena_cap;
-    mesh_oprec *recs;
-    uint8_t (*sigs)[MESH_SIGNATURE_BYTES];
-} gen;
+/* ---- Writing the ops: what mesh_put does, batched (net_helpers.h) ---------------------------- */
 
 static const char *const GEN_TYPES[3] = {"household", "individual", "task"};
 
@@ -57,70 +45,6 @@ static int type_of(uint64_t i)
 {
     uint64_t r = i % 5;
     return r < 2 ? 0 : r < 4 ? 1 : 2;
-}
-
-static int gen_fn(mesh_txn *t, void *vctx)
-{
-    gen *g = vctx;
-    mesh_node *n = g->n;
-    uint64_t batch = g->left < GEN_PER_TXN ? g->left : GEN_PER_TXN;
-    mesh_stream st;
-    int rc = mesh_store_stream_get(t, n->sid, &st);
-    if (rc == MESH_ENOTFOUND) {
-        st.seq = 0;
-        memset(st.tip, 0, sizeof st.tip);
-    } else if (rc != MESH_OK) {
-        return rc;
-    }
-    uint64_t hlc = 0;
-    if ((rc = mesh_store_meta_get_u64(t, "hlc", &hlc)) != MESH_OK) return rc;
-    uint8_t prev[MESH_HASH_BYTES];
-    memcpy(prev, st.tip, sizeof prev);
-    size_t used = 0;
-    mesh_buf enc;
-    mesh_buf_init(&enc, MESH_OP_BYTES_MAX);
-    for (uint64_t i = 0; i < batch; i++) {
-        int ty = type_of(g->done + i);
-        mesh_op op;
-        memset(&op, 0, sizeof op);
-        op.kind = MESH_OP_CREATE;
-        op.type = GEN_TYPES[ty];
-        op.type_len = strlen(op.type);
-        uint8_t r[10];
-        mesh_random(r, sizeof r);
-        uint64_t now = mesh_node_now_ms(n);
-        mesh_uuid_v7(now, r, op.entity);
-        op.row_version = 1;
-        op.body = g->bodies[ty].data;
-        op.body_len = g->bodies[ty].len;
-        memcpy(op.author, n->id.pk, MESH_KEY_BYTES);
-        op.scope = n->scope;
-        op.scope_len = n->scope_len;
-        op.seq = st.seq + 1 + i;
-        memcpy(op.prev, prev, sizeof prev);
-        hlc = mesh_hlc_tick(hlc, now);
-        op.hlc = hlc;
-        mesh_buf_reset(&enc);
-        if ((rc = mesh_op_encode(&op, &enc)) != MESH_OK) break;
-        if (used + enc.len > g->arena_cap) {
-            rc = mesh_err(MESH_ENOMEM, "generator arena full");
-            break;
-        }
-        memcpy(g->arena + used, enc.data, enc.len);
-        mesh_op_hash(enc.data, enc.len, prev);
-        mesh_sign(&n->id, MESH_DOMAIN_OP, prev, sizeof prev, g->sigs[i]);
-        g->recs[i] = (mesh_oprec){.op = g->arena + used, .op_len = enc.len, .sig = g->sigs[i]};
-        used += enc.len;
-    }
-    mesh_buf_fini(&enc);
-    if (rc != MESH_OK) return rc;
-    if ((rc = mesh_store_meta_put_u64(t, "hlc", hlc)) != MESH_OK) return rc;
-    mesh_ingest_report rep;
-    memset(&rep, 0, sizeof rep);
-    rc = mesh_store_ingest(t, g->recs, batch, MESH_INGEST_ATOMIC, &rep);
-    if (rc == MESH_OK && rep.applied != batch)
-        rc = mesh_err(MESH_EINTERNAL, "generated ops not applied: %s", rep.first_error_msg);
-    return rc;
 }
 
 static int write_ops(mesh_node *n, uint64_t count)
@@ -136,29 +60,15 @@ static int write_ops(mesh_node *n, uint64_t count)
         "\"mz\",\"locality\":{\"code\":\"MZ_NAMPULA_ERATI_L01\"}},\"resources\":[{\"tenantId\":\"mz\","
         "\"productVariantId\":\"PV-1\",\"quantity\":1,\"isDelivered\":true}]}",
     };
-    gen g = {.n = n, .left = count, .total = count};
+    nh_gen g = {.n = n, .left = count, .ntypes = 3, .pick = type_of};
     int rc = MESH_OK;
-    for (int i = 0; i < 3 && rc == MESH_OK; i++) {
+    for (int i = 0; i < 3; i++) {
+        g.types[i] = GEN_TYPES[i];
         mesh_buf_init(&g.bodies[i], MESH_OP_BYTES_MAX);
-        rc = mesh_body_from_json(json[i], strlen(json[i]), &g.bodies[i]);
+        if (rc == MESH_OK) rc = mesh_body_from_json(json[i], strlen(json[i]), &g.bodies[i]);
     }
-    g.arena_cap = (size_t)GEN_PER_TXN * 1024;
-    g.arena = malloc(g.arena_cap);
-    g.recs = calloc(GEN_PER_TXN, sizeof *g.recs);
-    g.sigs = calloc(GEN_PER_TXN, sizeof *g.sigs);
-    if (g.arena == NULL || g.recs == NULL || g.sigs == NULL) rc = MESH_ENOMEM;
-    while (rc == MESH_OK && g.left > 0) {
-        uint64_t batch = g.left < GEN_PER_TXN ? g.left : GEN_PER_TXN;
-        rc = mesh_store_write(n->store, gen_fn, &g);
-        if (rc == MESH_OK) {
-            g.left -= batch;
-            g.done += batch;
-        }
-    }
+    if (rc == MESH_OK) return nh_gen_run(&g);
     for (int i = 0; i < 3; i++) mesh_buf_fini(&g.bodies[i]);
-    free(g.arena);
-    free(g.recs);
-    free(g.sigs);
     return rc;
 }
 

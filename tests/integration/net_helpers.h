@@ -59,10 +59,17 @@ static inline void nh_rm_rf(const char *dir) { nftw(dir, nh_rm_fn, 16, FTW_DEPTH
 
 /* ---- Writing ops fast ---- */
 
+#define NH_GEN_TYPES_MAX 4
+
+/* A generator of signed create ops in a node's own stream. Op i (counted from the first) is of
+ * types[pick(i)] with bodies[pick(i)]; pick NULL means type 0 throughout. */
 typedef struct nh_gen {
     mesh_node *n;
-    uint64_t left;
-    mesh_buf body;
+    uint64_t left, done;
+    size_t ntypes;
+    const char *types[NH_GEN_TYPES_MAX];
+    mesh_buf bodies[NH_GEN_TYPES_MAX];
+    int (*pick)(uint64_t i);
     uint8_t *arena;                  /* encoded ops of one batch */
     size_t arena_cap;
     mesh_oprec *recs;
@@ -92,18 +99,19 @@ static int nh_gen_fn(mesh_txn *t, void *vctx)
     mesh_buf enc;
     mesh_buf_init(&enc, MESH_OP_BYTES_MAX);
     for (uint64_t i = 0; i < batch; i++) {
+        int ty = g->pick ? g->pick(g->done + i) : 0;
         mesh_op op;
         memset(&op, 0, sizeof op);
         op.kind = MESH_OP_CREATE;
-        op.type = "household";
-        op.type_len = 9;
+        op.type = g->types[ty];
+        op.type_len = strlen(op.type);
         uint8_t r[10];
         mesh_random(r, sizeof r);
         uint64_t now = mesh_node_now_ms(n);
         mesh_uuid_v7(now, r, op.entity);
         op.row_version = 1;
-        op.body = g->body.data;
-        op.body_len = g->body.len;
+        op.body = g->bodies[ty].data;
+        op.body_len = g->bodies[ty].len;
         memcpy(op.author, n->id.pk, MESH_KEY_BYTES);
         op.scope = n->scope;
         op.scope_len = n->scope_len;
@@ -139,18 +147,38 @@ static int nh_gen_fn(mesh_txn *t, void *vctx)
  * not be open elsewhere in this process. `marker`, if not NULL, is put in every body (the
  * tamper test finds op bytes by it). Returns MESH_OK or the library's error.
  */
+/* Writes g->left ops with the generator's types and bodies (already set), then frees the
+ * bodies. The node must be open in this process only. */
+static inline int nh_gen_run(nh_gen *g)
+{
+    int rc = MESH_OK;
+    g->arena_cap = (size_t)NH_OPS_PER_TXN * 1024;
+    g->arena = malloc(g->arena_cap);
+    g->recs = calloc(NH_OPS_PER_TXN, sizeof *g->recs);
+    g->sigs = calloc(NH_OPS_PER_TXN, sizeof *g->sigs);
+    if (g->arena == NULL || g->recs == NULL || g->sigs == NULL) rc = MESH_ENOMEM;
+    while (rc == MESH_OK && g->left > 0) {
+        uint64_t batch = g->left < NH_OPS_PER_TXN ? g->left : NH_OPS_PER_TXN;
+        rc = mesh_store_write(g->n->store, nh_gen_fn, g);
+        if (rc == MESH_OK) {
+            g->left -= batch;
+            g->done += batch;
+        }
+    }
+    free(g->arena);
+    free(g->recs);
+    free(g->sigs);
+    for (size_t i = 0; i < g->ntypes; i++) mesh_buf_fini(&g->bodies[i]);
+    return rc;
+}
+
 static inline int nh_write_ops(const char *dir, uint64_t count, const char *marker)
 {
     mesh_node *n = NULL;
     int rc = mesh_node_open(dir, NULL, &n);
     if (rc != MESH_OK) return rc;
-    nh_gen g = {.n = n, .left = count};
-    mesh_buf_init(&g.body, MESH_OP_BYTES_MAX);
-    g.arena_cap = (size_t)NH_OPS_PER_TXN * 1024;
-    g.arena = malloc(g.arena_cap);
-    g.recs = calloc(NH_OPS_PER_TXN, sizeof *g.recs);
-    g.sigs = calloc(NH_OPS_PER_TXN, sizeof *g.sigs);
-    if (g.arena == NULL || g.recs == NULL || g.sigs == NULL) rc = MESH_ENOMEM;
+    nh_gen g = {.n = n, .left = count, .ntypes = 1, .types = {"household"}};
+    mesh_buf_init(&g.bodies[0], MESH_OP_BYTES_MAX);
     char json[512];
     snprintf(json, sizeof json,
              "{\"tenantId\":\"mz\",\"memberCount\":4,\"address\":{\"locality\":{\"code\":"
@@ -158,16 +186,9 @@ static inline int nh_write_ops(const char *dir, uint64_t count, const char *mark
              "\"source\":\"%s\",\"householdType\":\"FAMILY\",\"additionalFields\":"
              "{\"schema\":\"Household\",\"version\":1,\"fields\":[]}}",
              marker ? marker : "bench-generator");
-    if (rc == MESH_OK) rc = mesh_body_from_json(json, strlen(json), &g.body);
-    while (rc == MESH_OK && g.left > 0) {
-        rc = mesh_store_write(n->store, nh_gen_fn, &g);
-        uint64_t batch = g.left < NH_OPS_PER_TXN ? g.left : NH_OPS_PER_TXN;
-        if (rc == MESH_OK) g.left -= batch;
-    }
-    free(g.arena);
-    free(g.recs);
-    free(g.sigs);
-    mesh_buf_fini(&g.body);
+    rc = mesh_body_from_json(json, strlen(json), &g.bodies[0]);
+    if (rc == MESH_OK) rc = nh_gen_run(&g);
+    else mesh_buf_fini(&g.bodies[0]);
     mesh_node_close(n);
     return rc;
 }
