@@ -81,6 +81,18 @@ static size_t utf8_bad(const uint8_t *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        /* Most body text is ASCII: take eight bytes at a time while none is NUL or >= 0x80. */
+        if (n - i >= 8) {
+            uint64_t w;
+            memcpy(&w, s + i, 8);
+            const uint64_t ones = UINT64_C(0x0101010101010101), highs = ones << 7;
+            /* (b | 0x80) - 1 keeps its top bit unless b is 0; no byte borrows from another. */
+            uint64_t nz = (w | highs) - ones;
+            if ((w & highs) == 0 && (nz & highs) == highs) {
+                i += 8;
+                continue;
+            }
+        }
         uint8_t c = s[i];
         if (c >= 0x01 && c <= 0x7f) { i++; continue; }
         size_t k;

@@ -256,6 +256,30 @@ Test(body, check_rejects)
     cr_assert_eq(CHECK(0x81, 0xa1, 'a', 0x9f, 0x01), MESH_ECORRUPT);
 }
 
+/* Long strings go through the eight-bytes-at-a-time ASCII path: a NUL or a bad byte at any
+ * position of a word, and valid multibyte text after a run of ASCII, are still judged exactly. */
+Test(body, long_strings_every_position)
+{
+    for (size_t len = 8; len <= 31; len++)
+        for (size_t at = 0; at < len; at++)
+            for (int bad = 0; bad < 3; bad++) {
+                uint8_t b[64] = {0x81, 0xa1, 'a', (uint8_t)(0xa0 | len)};
+                memset(b + 4, 'x', len);
+                int want = MESH_ECORRUPT;
+                if (bad == 0) b[4 + at] = 0x00;          /* U+0000 */
+                else if (bad == 1) b[4 + at] = 0x80;     /* a lone continuation byte */
+                else if (at + 1 < len) {                 /* a valid two-byte character */
+                    b[4 + at] = 0xc3;
+                    b[4 + at + 1] = 0xa9;
+                    want = MESH_OK;
+                } else {
+                    b[4 + at] = 0xc3;                    /* cut short at the end */
+                }
+                cr_assert_eq(mesh_body_check(b, 4 + len), want, "len %zu at %zu case %d", len,
+                             at, bad);
+            }
+}
+
 Test(body, to_json_rejects_corrupt_without_output)
 {
     mesh_buf js;
