@@ -115,15 +115,11 @@ static int bytype_key(const char *type, const uint8_t entity[16], uint8_t *key, 
     return MESH_OK;
 }
 
-int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st)
+/* Keeps the type index, the conflict index and the count of deleted entities in step with an
+ * entity's state going from `old` (NULL: none) to `st`, whose record is already written. */
+static int state_index(mesh_txn *t, const mesh_state *old, const mesh_state *st)
 {
-    uint8_t buf[MESH_STATE_BYTES_MAX];
-    size_t len;
-    mesh_state_encode(st, buf, sizeof buf, &len);
-    MDB_val k = mval(st->entity, 16), v = mval(buf, len);
-    int rc = old ? mdb_put(t->txn, t->s->dbi[DB_STATE], &k, &v, 0) : put_seq(t, DB_STATE, &k, &v, 0);
-    if (rc != 0) return mesh_lmdb_err(t, rc, "writing an entity's state");
-
+    int rc;
     if (old == NULL || strcmp(old->type, st->type) != 0) {
         uint8_t key[MESH_TYPE_BYTES_MAX + 17];
         size_t kl;
@@ -153,6 +149,17 @@ int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st)
         if (rc != MESH_OK) return rc;
     }
     return MESH_OK;
+}
+
+int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st)
+{
+    uint8_t buf[MESH_STATE_BYTES_MAX];
+    size_t len;
+    mesh_state_encode(st, buf, sizeof buf, &len);
+    MDB_val k = mval(st->entity, 16), v = mval(buf, len);
+    int rc = old ? mdb_put(t->txn, t->s->dbi[DB_STATE], &k, &v, 0) : put_seq(t, DB_STATE, &k, &v, 0);
+    if (rc != 0) return mesh_lmdb_err(t, rc, "writing an entity's state");
+    return state_index(t, old, st);
 }
 
 /* One op's contribution to the merge, kept while recomputing. */
@@ -224,7 +231,7 @@ static int order_cmp(const mesh_head *a, const mesh_head *b)
 static void set_winner(mesh_state *st, const summary *s)
 {
     st->winner = s->h;
-    snprintf(st->type, sizeof st->type, "%s", s->type);
+    memcpy(st->type, s->type, strlen(s->type) + 1);
     st->nparents = s->nparents;
     memcpy(st->parents, s->parents, sizeof s->parents[0] * s->nparents);
 }
@@ -281,11 +288,6 @@ static bool ref_eq(const mesh_opref *a, const mesh_head *h)
 
 int mesh_state_apply(mesh_txn *t, const mesh_op *op)
 {
-    mesh_state old, st;
-    int rc = mesh_store_state_get(t, op->entity, &old);
-    if (rc != MESH_OK && rc != MESH_ENOTFOUND) return rc;
-    bool exists = rc == MESH_OK;
-
     summary s = {.h = {.hlc = op->hlc}, .kind = op->kind, .nparents = op->parents_count};
     s.h.ref.row_version = op->row_version;
     memcpy(s.h.ref.author, op->author, MESH_KEY_BYTES);
@@ -293,16 +295,26 @@ int mesh_state_apply(mesh_txn *t, const mesh_op *op)
     s.type[op->type_len] = '\0';
     memcpy(s.parents, op->parents, sizeof op->parents[0] * op->parents_count);
 
-    if (!exists) {
-        memset(&st, 0, sizeof st);
-        memcpy(st.entity, op->entity, 16);
-        st.flags = op->kind == MESH_OP_DELETE ? MESH_STATE_DELETED : 0;
-        st.max_rv = op->row_version;
-        set_winner(&st, &s);
-        st.nheads = 1;
-        st.heads[0] = s.h;
-        return mesh_state_store(t, NULL, &st);
-    }
+    /* Most ops reach a node before any other op of their entity: insert the state the op alone
+     * gives. For an entity already held the insert fails and hands back the stored state, so
+     * either way the state table is searched once. */
+    mesh_state old, st;
+    st.flags = op->kind == MESH_OP_DELETE ? MESH_STATE_DELETED : 0;
+    memcpy(st.entity, op->entity, 16);
+    st.max_rv = op->row_version;
+    set_winner(&st, &s);
+    st.nheads = 1;
+    st.heads[0] = s.h;
+    uint8_t buf[MESH_STATE_BYTES_MAX];
+    size_t len;
+    mesh_state_encode(&st, buf, sizeof buf, &len);
+    MDB_val k = mval(op->entity, 16), v = mval(buf, len);
+    int rc = put_seq(t, DB_STATE, &k, &v, MDB_NOOVERWRITE);
+    if (rc == 0) return state_index(t, NULL, &st);
+    if (rc != MDB_KEYEXIST) return mesh_lmdb_err(t, rc, "writing an entity's state");
+    /* v is the stored record now; it lives until the next write. */
+    if ((rc = mesh_state_decode(v.mv_data, v.mv_size, op->entity, &old)) != MESH_OK) return rc;
+
     if (op->row_version <= old.max_rv || old.nheads >= MESH_HEADS_MAX) {
         /* An older op arrived late, or the head list is saturated: only the full rule is exact. */
         rc = mesh_store_recompute(t, op->entity, &st);
