@@ -275,12 +275,13 @@ static int roster_adopt(ingest *g, const mesh_op *op)
     return MESH_OK;
 }
 
-/* Stores one verified op: log, stream index, state. */
-static int apply_one(ingest *g, const mesh_stream *st, const item *it, bool *equivocation)
+/* Stores one verified op in the log and the state; its log key goes to `key` for the stream
+ * index, which the caller writes for the whole run. */
+static int apply_one(ingest *g, const item *it, uint8_t key[MESH_STORE_LOG_KEY_BYTES],
+                     bool *equivocation)
 {
-    uint8_t key[MESH_STORE_LOG_KEY_BYTES];
     log_key(key, it->op.entity, it->op.row_version, it->op.author);
-    MDB_val k = mval(key, sizeof key), v;
+    MDB_val k = mval(key, MESH_STORE_LOG_KEY_BYTES), v;
     v.mv_size = MESH_SIG_BYTES + it->rec.op_len + mesh_store_rec_overhead(g->t);
     int rc = put_seq(g->t, DB_LOG, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
     if (rc == MDB_KEYEXIST) {
@@ -292,12 +293,6 @@ static int apply_one(ingest *g, const mesh_stream *st, const item *it, bool *equ
     rc = mesh_store_rec_seal(g->t, DB_LOG, &k, it->rec.sig, it->rec.op, it->rec.op_len,
                              v.mv_data);
     if (rc != MESH_OK) return rc;
-
-    uint8_t skey[16];
-    pending_key(skey, st->sid, it->op.seq);
-    MDB_val sk = mval(skey, 16), sv = mval(key, sizeof key);
-    rc = put_seq(g->t, DB_SOPS, &sk, &sv, 0);
-    if (rc != 0) return mesh_lmdb_err(g->t, rc, "indexing an op");
     if (it->op.hlc > g->hlc_max) g->hlc_max = it->op.hlc;
     return mesh_state_apply(g->t, &it->op);
 }
@@ -326,6 +321,7 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     /* Build the run that continues the tip, from the batch and from pending. */
     item **run = malloc(sizeof *run * (n + 1));
     item **loaded = NULL;
+    uint8_t (*keys)[MESH_STORE_LOG_KEY_BYTES] = NULL;
     size_t nrun = 0, nloaded = 0, loaded_cap = 0;
     if (run == NULL) return mesh_err(MESH_ENOMEM, "out of memory ingesting ops");
     uint64_t expected = st.seq + 1;
@@ -422,9 +418,14 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     bool from_authority = g->team_on && memcmp(st.author, g->authority, MESH_KEY_BYTES) == 0;
 
     size_t applied = 0;
+    keys = malloc(sizeof *keys * (valid ? valid : 1));
+    if (keys == NULL) {
+        rc = mesh_err(MESH_ENOMEM, "out of memory ingesting ops");
+        goto out;
+    }
     for (; applied < valid; applied++) {
         bool equivocation = false;
-        rc = apply_one(g, &st, run[applied], &equivocation);
+        rc = apply_one(g, run[applied], keys[applied], &equivocation);
         if (rc != MESH_OK) goto out;
         if (equivocation) {
             describe(msg, sizeof msg, &st, run[applied]->op.seq,
@@ -439,12 +440,15 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     }
     /* Ops after the first bad one are not stored: they depend on it. */
     g->rep->rejected += nrun - applied;
+    if (applied > 0 && (rc = mesh_sops_append(g->t, st.sid, st.seq + 1, keys, applied)) != MESH_OK)
+        goto out;
     if (applied > 0) {
         st.seq = run[applied - 1]->op.seq;
         memcpy(st.tip, run[applied - 1]->hash, MESH_HASH_BYTES);
         rc = mesh_store_stream_put(g->t, &st);
     }
 out:
+    free(keys);
     for (size_t j = 0; j < nloaded; j++) free(loaded[j]);
     free(loaded);
     free(run);

@@ -18,7 +18,9 @@ static const char *const DB_NAMES[DB_COUNT] = {
 };
 
 #define STORE_MAGIC "meshsync-store"
-#define STORE_VERSION 1u
+/* Format 2 chunks the stream index (store_int.h); a format-1 store reads as one with chunks of
+ * one op, and is marked format 2 when opened. */
+#define STORE_VERSION 2u
 /* Map growth retries per write: doubling from 64 MiB reaches any sane limit well within this. */
 #define GROW_RETRIES_MAX 16
 
@@ -102,6 +104,7 @@ static int init_fn(mesh_txn *t, void *ctx)
     uint64_t version = 0;
     rc = mesh_store_meta_get_u64(t, "version", &version);
     if (rc != MESH_OK) return rc;
+    if (version == 1) return mesh_store_meta_put_u64(t, "version", STORE_VERSION);
     if (version != STORE_VERSION)
         return mesh_err(MESH_EVERSION,
                         "%s has store format %llu; this meshsync reads format %u: upgrade meshsync",
@@ -333,36 +336,134 @@ int mesh_store_op_get(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES], const 
     return mesh_store_rec_open(t, DB_LOG, &k, &v, out);
 }
 
+size_t mesh_sops_count(const MDB_val *k, const MDB_val *v)
+{
+    size_t n = v->mv_size / MESH_STORE_LOG_KEY_BYTES;
+    if (k->mv_size != 16 || v->mv_size % MESH_STORE_LOG_KEY_BYTES != 0 || n == 0 ||
+        n > MESH_SOPS_CHUNK_OPS)
+        return 0;
+    return n;
+}
+
+int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_val *k,
+                   MDB_val *v, size_t *idx)
+{
+    uint8_t key[16];
+    sops_key(key, sid, seq);
+    *k = mval(key, 16);
+    /* The chunk holding seq starts at or before it: the record at seq, or the one before. */
+    int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+    bool exact = rc == 0 && k->mv_size == 16 && memcmp(k->mv_data, key, 16) == 0;
+    if (!exact) {
+        rc = mdb_cursor_get(c, k, v, rc == MDB_NOTFOUND ? MDB_LAST : MDB_PREV);
+        bool holds = false;
+        if (rc == 0 && k->mv_size == 16 && mesh_be64_get(k->mv_data) == sid) {
+            size_t n = mesh_sops_count(k, v);
+            if (n == 0) return mesh_err(MESH_ECORRUPT, "a stream index record is damaged");
+            uint64_t first = mesh_be64_get((const uint8_t *)k->mv_data + 8);
+            holds = seq - first < n;
+        }
+        if (holds) {
+            *idx = (size_t)(seq - mesh_be64_get((const uint8_t *)k->mv_data + 8));
+        } else {
+            /* Nothing holds seq: the stream's next chunk, if any. */
+            *k = mval(key, 16);
+            rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
+            *idx = 0;
+        }
+    } else {
+        *idx = 0;
+    }
+    if (rc == MDB_NOTFOUND) return MESH_ENOTFOUND;
+    if (rc != 0) return mesh_lmdb_err(t, rc, "reading a stream");
+    if (k->mv_size != 16 || mesh_be64_get(k->mv_data) != sid) return MESH_ENOTFOUND;
+    if (mesh_sops_count(k, v) == 0) return mesh_err(MESH_ECORRUPT, "a stream index record is damaged");
+    return MESH_OK;
+}
+
+int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
+                     const uint8_t (*keys)[MESH_STORE_LOG_KEY_BYTES], size_t n)
+{
+    MESH_ASSERT(first_seq >= 1);
+    MDB_dbi dbi = t->s->dbi[DB_SOPS];
+    size_t done = 0;
+    if (first_seq > 1 && n > 0) {
+        /* Fill the chunk that ends at the tip, when it has room. */
+        MDB_cursor *c;
+        int rc = mdb_cursor_open(t->txn, dbi, &c);
+        if (rc != 0) return mesh_lmdb_err(t, rc, "indexing ops");
+        MDB_val k, v;
+        size_t idx;
+        rc = mesh_sops_seek(t, c, sid, first_seq - 1, &k, &v, &idx);
+        size_t have = rc == MESH_OK ? mesh_sops_count(&k, &v) : 0;
+        if (rc == MESH_OK && idx + 1 == have && have < MESH_SOPS_CHUNK_OPS) {
+            size_t add = MESH_SOPS_CHUNK_OPS - have < n ? MESH_SOPS_CHUNK_OPS - have : n;
+            uint8_t buf[MESH_SOPS_CHUNK_OPS * MESH_STORE_LOG_KEY_BYTES];
+            memcpy(buf, v.mv_data, v.mv_size);
+            memcpy(buf + v.mv_size, keys, add * MESH_STORE_LOG_KEY_BYTES);
+            /* A resized record is deleted and re-inserted: the key must not point into its page. */
+            uint8_t kb[16];
+            memcpy(kb, k.mv_data, 16);
+            MDB_val kk = mval(kb, 16), nv = mval(buf, (have + add) * MESH_STORE_LOG_KEY_BYTES);
+            rc = mdb_cursor_put(c, &kk, &nv, MDB_CURRENT);
+            if (rc != 0) {
+                mdb_cursor_close(c);
+                return mesh_lmdb_err(t, rc, "indexing ops");
+            }
+            done = add;
+        } else if (rc != MESH_OK && rc != MESH_ENOTFOUND) {
+            mdb_cursor_close(c);
+            return rc;
+        }
+        mdb_cursor_close(c);
+    }
+    while (done < n) {
+        size_t m = n - done < MESH_SOPS_CHUNK_OPS ? n - done : MESH_SOPS_CHUNK_OPS;
+        uint8_t key[16];
+        sops_key(key, sid, first_seq + done);
+        MDB_val k = mval(key, 16), v = mval(keys[done], m * MESH_STORE_LOG_KEY_BYTES);
+        int rc = put_seq(t, DB_SOPS, &k, &v, 0);
+        if (rc != 0) return mesh_lmdb_err(t, rc, "indexing ops");
+        done += m;
+    }
+    return MESH_OK;
+}
+
 int mesh_store_stream_ops(mesh_txn *t, uint64_t sid, uint64_t seq_from,
                           int (*fn)(const mesh_oprec *rec, uint64_t seq, void *ctx), void *ctx)
 {
     MDB_cursor *c;
     int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_SOPS], &c);
     if (rc != 0) return mesh_lmdb_err(t, rc, "reading a stream");
-    uint8_t key[16];
-    mesh_be64_put(key, sid);
-    mesh_be64_put(key + 8, seq_from);
-    MDB_val k = mval(key, 16), v;
-    int out = MESH_OK;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0;
-         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+    MDB_val k, v;
+    size_t idx;
+    int out = mesh_sops_seek(t, c, sid, seq_from, &k, &v, &idx);
+    if (out == MESH_ENOTFOUND) out = MESH_OK, rc = MDB_NOTFOUND;
+    while (out == MESH_OK && rc == 0) {
+        size_t n = mesh_sops_count(&k, &v);
         if (k.mv_size != 16 || mesh_be64_get(k.mv_data) != sid) break;
-        if (v.mv_size != MESH_STORE_LOG_KEY_BYTES) {
-            out = mesh_err(MESH_ECORRUPT, "a stream index entry is damaged");
+        if (n == 0) {
+            out = mesh_err(MESH_ECORRUPT, "a stream index record is damaged");
             break;
         }
-        MDB_val lk = v, lv;
-        int grc = mdb_get(t->txn, t->s->dbi[DB_LOG], &lk, &lv);
-        if (grc != 0) {
-            out = mesh_lmdb_err(t, grc, "reading a stream's op");
-            break;
+        uint64_t first = mesh_be64_get((const uint8_t *)k.mv_data + 8);
+        for (; idx < n && out == MESH_OK; idx++) {
+            MDB_val lk = mval((const uint8_t *)v.mv_data + idx * MESH_STORE_LOG_KEY_BYTES,
+                              MESH_STORE_LOG_KEY_BYTES), lv;
+            int grc = mdb_get(t->txn, t->s->dbi[DB_LOG], &lk, &lv);
+            if (grc != 0) {
+                out = mesh_lmdb_err(t, grc, "reading a stream's op");
+                break;
+            }
+            mesh_rec_mark mark = mesh_store_rec_mark(t);
+            mesh_oprec rec;
+            out = mesh_store_rec_open(t, DB_LOG, &lk, &lv, &rec);
+            if (out == MESH_OK) out = fn(&rec, first + idx, ctx);
+            mesh_store_rec_release(t, mark);
         }
-        mesh_rec_mark mark = mesh_store_rec_mark(t);
-        mesh_oprec rec;
-        out = mesh_store_rec_open(t, DB_LOG, &lk, &lv, &rec);
-        if (out == MESH_OK) out = fn(&rec, mesh_be64_get((const uint8_t *)k.mv_data + 8), ctx);
-        mesh_store_rec_release(t, mark);
         if (out != MESH_OK) break;
+        idx = 0;
+        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
     }
     if (out == MESH_OK && rc != 0 && rc != MDB_NOTFOUND) out = mesh_lmdb_err(t, rc, "reading a stream");
     mdb_cursor_close(c);

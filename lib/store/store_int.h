@@ -78,6 +78,37 @@ static inline void log_key(uint8_t k[MESH_STORE_LOG_KEY_BYTES], const uint8_t en
     memcpy(k + 20, author, 32);
 }
 
+/*
+ * The stream index (DB_SOPS) lists each stream's ops in seq order, for sending them oldest first.
+ * A record maps (sid, first seq), both big-endian, to the log keys of up to
+ * MESH_SOPS_CHUNK_OPS consecutive ops of the stream starting at that seq: one B-tree entry per
+ * chunk instead of per op, which is most of what a bulk ingest saves by it. Format-1 stores hold
+ * chunks of one op, which read the same way.
+ */
+#define MESH_SOPS_CHUNK_OPS 32u
+
+static inline void sops_key(uint8_t k[16], uint64_t sid, uint64_t first_seq)
+{
+    mesh_be64_put(k, sid);
+    mesh_be64_put(k + 8, first_seq);
+}
+
+/* Positions `c` (on DB_SOPS) on the chunk of stream `sid` that holds `seq`, or else on the
+ * stream's first chunk after it; *k and *v are that record and *idx the position of `seq` in it
+ * (0 for a chunk after it). Returns MESH_OK, MESH_ENOTFOUND (no chunk of the stream at or after
+ * `seq`), MESH_ECORRUPT (a damaged record), MESH_EIO. */
+int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_val *k,
+                   MDB_val *v, size_t *idx);
+
+/* Validates a chunk record read from DB_SOPS: returns its op count, or 0 when damaged. */
+size_t mesh_sops_count(const MDB_val *k, const MDB_val *v);
+
+/* Indexes ops first_seq .. first_seq+n-1 of stream `sid`, whose log keys are keys[0..n), right
+ * after the stream's current tip `tip_seq` (= first_seq - 1): fills the tip's chunk, then writes
+ * new ones. Returns MESH_OK or an LMDB failure translated. */
+int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
+                     const uint8_t (*keys)[MESH_STORE_LOG_KEY_BYTES], size_t n);
+
 /* Writes a stream record (store.c). */
 int mesh_store_stream_put(mesh_txn *t, const mesh_stream *st);
 

@@ -157,22 +157,21 @@ static int cut_stream(mesh_txn *t, const mesh_stream *st, uint64_t keep, uint64_
     MDB_cursor *c;
     int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_SOPS], &c);
     if (rc != 0) return mesh_lmdb_err(t, rc, "cutting a stream");
-    uint8_t key[16];
-    mesh_be64_put(key, st->sid);
-    mesh_be64_put(key + 8, keep + 1);
-    MDB_val k, v;
     int out = MESH_OK;
-    /* Each pass seeks afresh from seq keep+1: the entries before it are gone. */
+    /* Each pass seeks afresh from seq keep+1: the records after it are gone, and the chunk that
+     * holds keep+1 too (or, when it starts at or before keep, it keeps only those seqs). */
     for (;;) {
-        k = mval(key, 16);
-        if ((rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE)) != 0) break;
-        if (k.mv_size != 16 || mesh_be64_get(k.mv_data) != st->sid) break;
-        if (v.mv_size != MESH_STORE_LOG_KEY_BYTES) {
-            out = mesh_err(MESH_ECORRUPT, "a stream index entry is damaged");
-            break;
-        }
-        if (nents == cap) {
+        MDB_val k, v;
+        size_t idx;
+        out = mesh_sops_seek(t, c, st->sid, keep + 1, &k, &v, &idx);
+        if (out != MESH_OK) break;
+        size_t n = mesh_sops_count(&k, &v);
+        uint8_t cut[MESH_SOPS_CHUNK_OPS][MESH_STORE_LOG_KEY_BYTES];
+        memcpy(cut, (const uint8_t *)v.mv_data + idx * MESH_STORE_LOG_KEY_BYTES,
+               (n - idx) * MESH_STORE_LOG_KEY_BYTES);
+        if (nents + (n - idx) > cap) {
             size_t nc = cap ? cap * 2 : 64;
+            while (nc < nents + (n - idx)) nc *= 2;
             void *ne = realloc(ents, nc * MESH_UUID_BYTES);
             if (ne == NULL) {
                 out = mesh_err(MESH_ENOMEM, "out of memory cutting a stream");
@@ -181,19 +180,31 @@ static int cut_stream(mesh_txn *t, const mesh_stream *st, uint64_t keep, uint64_
             ents = ne;
             cap = nc;
         }
-        uint8_t lk[MESH_STORE_LOG_KEY_BYTES];
-        memcpy(lk, v.mv_data, sizeof lk);
-        memcpy(ents[nents++], lk, MESH_UUID_BYTES);
-        MDB_val lkv = mval(lk, sizeof lk);
-        int drc = mdb_del(t->txn, t->s->dbi[DB_LOG], &lkv, NULL);
-        if (drc == 0 || drc == MDB_NOTFOUND) drc = mdb_cursor_del(c, 0);
+        int drc;
+        if (idx > 0) {
+            uint8_t kept[MESH_SOPS_CHUNK_OPS * MESH_STORE_LOG_KEY_BYTES];
+            memcpy(kept, v.mv_data, idx * MESH_STORE_LOG_KEY_BYTES);
+            /* A resized record is deleted and re-inserted: the key must not point into its page. */
+            uint8_t kb[16];
+            memcpy(kb, k.mv_data, 16);
+            MDB_val kk = mval(kb, 16), kv = mval(kept, idx * MESH_STORE_LOG_KEY_BYTES);
+            drc = mdb_cursor_put(c, &kk, &kv, MDB_CURRENT);
+        } else {
+            drc = mdb_cursor_del(c, 0);
+        }
+        for (size_t i = 0; i < n - idx && drc == 0; i++) {
+            memcpy(ents[nents++], cut[i], MESH_UUID_BYTES);
+            MDB_val lkv = mval(cut[i], MESH_STORE_LOG_KEY_BYTES);
+            drc = mdb_del(t->txn, t->s->dbi[DB_LOG], &lkv, NULL);
+            if (drc == MDB_NOTFOUND) drc = 0;
+            if (removed) (*removed)++;
+        }
         if (drc != 0) {
             out = mesh_lmdb_err(t, drc, "cutting a stream");
             break;
         }
-        if (removed) (*removed)++;
     }
-    if (out == MESH_OK && rc != 0 && rc != MDB_NOTFOUND) out = mesh_lmdb_err(t, rc, "cutting a stream");
+    if (out == MESH_ENOTFOUND) out = MESH_OK;
     mdb_cursor_close(c);
 
     if (out == MESH_OK) {
