@@ -6,6 +6,8 @@
 #ifndef MESH_LIMITS_H
 #define MESH_LIMITS_H
 
+#include <stdint.h>
+
 /* An op's encoded bytes. Entities are records of tens of fields; 256 KiB leaves room for form
  * schemas that the gateway distributes as ops, and bounds a peer's per-op allocation. */
 #ifndef MESH_OP_BYTES_MAX
@@ -49,8 +51,15 @@
 #define MESH_PENDING_MAX 1000000u
 #endif
 
-/* LMDB map: starts small (sparse file) and doubles when full up to this bound. */
+/* LMDB map: the address space reserved for the store, which doubles when full up to the bound.
+ * The file holds only the pages written, whatever the map, so on 64-bit systems the map starts
+ * at 1 GiB: each doubling aborts and redoes a transaction, which a bulk ingest would otherwise
+ * pay several times. 32-bit systems, short of address space, start at 64 MiB. */
+#if UINTPTR_MAX > 0xffffffffu
+#define MESH_MAP_BYTES_INITIAL (1024ull * 1024 * 1024)
+#else
 #define MESH_MAP_BYTES_INITIAL (64ull * 1024 * 1024)
+#endif
 #ifndef MESH_MAP_BYTES_MAX
 #define MESH_MAP_BYTES_MAX (256ull * 1024 * 1024 * 1024)
 #endif
@@ -85,6 +94,12 @@
 /* Received ops stored per transaction: large enough to amortise the fsync, small enough that a
  * crash loses little and memory stays bounded (~10 MB). */
 #define MESH_INGEST_OPS_DEFAULT 10000u
+/* An ingest stores its ops in slices of MESH_INGEST_SLICE_OPS, in stream order; from
+ * MESH_INGEST_PARALLEL_MIN ops on, a helper thread decodes and hashes the next slice while the
+ * current one is stored (below that, the thread costs more than it saves). A stream run is
+ * authenticated by the signature at its end within each slice. */
+#define MESH_INGEST_SLICE_OPS 1024u
+#define MESH_INGEST_PARALLEL_MIN 2048u
 /* Sessions a node runs at once, and peers it tracks. */
 #define MESH_SESSIONS_MAX 16u
 #define MESH_PEERS_MAX 256u

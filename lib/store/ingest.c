@@ -14,6 +14,7 @@
 #include "store/seal_int.h"
 #include "store/team.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,7 +25,61 @@ typedef struct item {
     uint64_t sid;
     size_t idx;          /* position in the caller's array: keeps the sort stable */
     bool from_pending;   /* loaded from the pending database (bytes in scratch memory) */
+    bool auth;           /* written by the team authority: its streams go first */
+    int bad;             /* MESH_E* when the record does not decode; 0 otherwise */
 } item;
+
+/*
+ * A batch is stored slice by slice, in stream order. Decoding and hashing a slice needs no
+ * transaction, so for a large batch a helper thread does it for slice k+1 while this thread
+ * stores slice k. The result does not depend on the timing: a slice is stored only once it is
+ * wholly prepared.
+ */
+typedef struct prep {
+    item **order;        /* every record that peeked well, in stream order */
+    size_t m;
+    size_t nslices;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    size_t ready;        /* slices prepared */
+    bool stop;           /* the storing side gave up: prepare no more */
+    size_t *first_bad;   /* per slice: position (in order) of its first bad record, or SIZE_MAX */
+    char (*msg)[256];    /* per slice: why that record is bad */
+} prep;
+
+static void prep_slice(prep *p, size_t sl)
+{
+    size_t to = (sl + 1) * MESH_INGEST_SLICE_OPS < p->m ? (sl + 1) * MESH_INGEST_SLICE_OPS : p->m;
+    p->first_bad[sl] = SIZE_MAX;
+    for (size_t k = sl * MESH_INGEST_SLICE_OPS; k < to; k++) {
+        item *it = p->order[k];
+        it->bad = mesh_op_decode(it->rec.op, it->rec.op_len, &it->op);
+        if (it->bad == MESH_OK) {
+            mesh_op_hash(it->rec.op, it->rec.op_len, it->hash);
+        } else if (p->first_bad[sl] == SIZE_MAX) {
+            p->first_bad[sl] = k;
+            snprintf(p->msg[sl], sizeof p->msg[sl], "op %zu of the batch is malformed: %s",
+                     it->idx, mesh_errmsg());
+        }
+    }
+}
+
+static void *prep_main(void *arg)
+{
+    prep *p = arg;
+    for (size_t sl = 0; sl < p->nslices; sl++) {
+        pthread_mutex_lock(&p->mu);
+        bool stop = p->stop;
+        pthread_mutex_unlock(&p->mu);
+        if (stop) break;
+        prep_slice(p, sl);
+        pthread_mutex_lock(&p->mu);
+        p->ready = sl + 1;
+        pthread_cond_signal(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+    return NULL;
+}
 
 typedef struct ingest {
     mesh_txn *t;
@@ -37,6 +92,10 @@ typedef struct ingest {
     uint8_t authority[MESH_KEY_BYTES];
     mesh_team *roster;   /* the roster held; NULL: none yet, so nothing can be judged */
     bool roster_changed; /* a newer roster was stored: cut every stream back to it */
+    /* A run cut short by a rejection at the end of a slice: the next slice's ops that continue
+     * it are rejected too, as they would have been in one piece. */
+    bool cut;
+    uint64_t cut_sid, cut_next;
 } ingest;
 
 /* Records the cause of a rejection (the first one is kept); callers count the ops. */
@@ -53,6 +112,7 @@ static void reject(ingest *g, int code, const char *what)
 static int item_cmp(const void *a, const void *b)
 {
     const item *x = *(item *const *)a, *y = *(item *const *)b;
+    if (x->auth != y->auth) return x->auth ? -1 : 1;
     if (x->sid != y->sid) return x->sid < y->sid ? -1 : 1;
     if (x->op.seq != y->op.seq) return x->op.seq < y->op.seq ? -1 : 1;
     return x->idx < y->idx ? -1 : x->idx > y->idx;
@@ -277,10 +337,12 @@ static int roster_adopt(ingest *g, const mesh_op *op)
 
 /* Stores one verified op in the log and the state; its log key goes to `key` for the stream
  * index, which the caller writes for the whole run. */
-static int apply_one(ingest *g, const item *it, uint8_t key[MESH_STORE_LOG_KEY_BYTES],
+static int apply_one(ingest *g, const item *it, uint8_t ent[MESH_SOPS_ENTRY_BYTES],
                      bool *equivocation)
 {
+    uint8_t key[MESH_STORE_LOG_KEY_BYTES];
     log_key(key, it->op.entity, it->op.row_version, it->op.author);
+    memcpy(ent, key, MESH_SOPS_ENTRY_BYTES);
     MDB_val k = mval(key, MESH_STORE_LOG_KEY_BYTES), v;
     v.mv_size = MESH_SIG_BYTES + it->rec.op_len + mesh_store_rec_overhead(g->t);
     int rc = put_seq(g->t, DB_LOG, &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);
@@ -321,12 +383,23 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     /* Build the run that continues the tip, from the batch and from pending. */
     item **run = malloc(sizeof *run * (n + 1));
     item **loaded = NULL;
-    uint8_t (*keys)[MESH_STORE_LOG_KEY_BYTES] = NULL;
+    uint8_t (*ents)[MESH_SOPS_ENTRY_BYTES] = NULL;
     size_t nrun = 0, nloaded = 0, loaded_cap = 0;
     if (run == NULL) return mesh_err(MESH_ENOMEM, "out of memory ingesting ops");
     uint64_t expected = st.seq + 1;
     size_t i = 0;
     rc = MESH_OK;
+    if (g->cut && g->cut_sid == st.sid) {
+        for (; i < n && gi(i).op.seq <= g->cut_next; i++) {
+            if (gi(i).op.seq == g->cut_next) {
+                g->rep->rejected++;
+                g->cut_next++;
+            } else {
+                g->rep->duplicate++;
+            }
+        }
+    }
+    g->cut = false;
     for (;;) {
         while (i < n && gi(i).op.seq < expected) {
             g->rep->duplicate++;
@@ -418,14 +491,14 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     bool from_authority = g->team_on && memcmp(st.author, g->authority, MESH_KEY_BYTES) == 0;
 
     size_t applied = 0;
-    keys = malloc(sizeof *keys * (valid ? valid : 1));
-    if (keys == NULL) {
+    ents = malloc(sizeof *ents * (valid ? valid : 1));
+    if (ents == NULL) {
         rc = mesh_err(MESH_ENOMEM, "out of memory ingesting ops");
         goto out;
     }
     for (; applied < valid; applied++) {
         bool equivocation = false;
-        rc = apply_one(g, run[applied], keys[applied], &equivocation);
+        rc = apply_one(g, run[applied], ents[applied], &equivocation);
         if (rc != MESH_OK) goto out;
         if (equivocation) {
             describe(msg, sizeof msg, &st, run[applied]->op.seq,
@@ -440,7 +513,12 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     }
     /* Ops after the first bad one are not stored: they depend on it. */
     g->rep->rejected += nrun - applied;
-    if (applied > 0 && (rc = mesh_sops_append(g->t, st.sid, st.seq + 1, keys, applied)) != MESH_OK)
+    if (applied < nrun) {
+        g->cut = true;
+        g->cut_sid = st.sid;
+        g->cut_next = run[nrun - 1]->op.seq + 1;
+    }
+    if (applied > 0 && (rc = mesh_sops_append(g->t, st.sid, st.seq + 1, ents, applied)) != MESH_OK)
         goto out;
     if (applied > 0) {
         st.seq = run[applied - 1]->op.seq;
@@ -448,7 +526,7 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
         rc = mesh_store_stream_put(g->t, &st);
     }
 out:
-    free(keys);
+    free(ents);
     for (size_t j = 0; j < nloaded; j++) free(loaded[j]);
     free(loaded);
     free(run);
@@ -470,18 +548,28 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     }
     if (trc != MESH_OK && trc != MESH_ENOTFOUND) return trc;
     item *items = malloc(sizeof *items * (n ? n : 1));
-    if (items == NULL) {
+    item **order = malloc(sizeof *order * (n ? n : 1));
+    size_t nslices = (n + MESH_INGEST_SLICE_OPS - 1) / MESH_INGEST_SLICE_OPS;
+    prep p = {.order = order, .nslices = nslices,
+              .first_bad = malloc(sizeof *p.first_bad * (nslices ? nslices : 1)),
+              .msg = malloc(sizeof *p.msg * (nslices ? nslices : 1))};
+    if (items == NULL || order == NULL || p.first_bad == NULL || p.msg == NULL) {
+        free(items);
+        free(order);
+        free(p.first_bad);
+        free(p.msg);
         mesh_team_free(g.roster);
         return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
     }
-    size_t m = 0;
+
+    /* Route each record to its stream by its leading fields, then sort into stream order. */
     mesh_sid_memo memo = {0};
     for (size_t i = 0; i < n; i++) {
-        item *it = &items[m];
+        item *it = &items[i];
         it->rec = recs[i];
         it->idx = i;
         it->from_pending = false;
-        int rc = mesh_op_decode(recs[i].op, recs[i].op_len, &it->op);
+        int rc = mesh_op_peek(recs[i].op, recs[i].op_len, &it->op);
         if (rc != MESH_OK) {
             char msg[256];
             snprintf(msg, sizeof msg, "op %zu of the batch is malformed: %s", i, mesh_errmsg());
@@ -489,30 +577,66 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
             reject(&g, rc, msg);
             continue;
         }
-        mesh_op_hash(recs[i].op, recs[i].op_len, it->hash);
         it->sid = mesh_stream_id_memo(&memo, it->op.author, it->op.scope, it->op.scope_len);
-        m++;
+        it->auth = g.team_on && memcmp(it->op.author, g.authority, MESH_KEY_BYTES) == 0;
+        order[p.m++] = it;
     }
-    item **order = malloc(sizeof *order * (m ? m : 1));
-    if (order == NULL) {
-        free(items);
-        mesh_team_free(g.roster);
-        return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
+    qsort(order, p.m, sizeof *order, item_cmp);
+    p.nslices = (p.m + MESH_INGEST_SLICE_OPS - 1) / MESH_INGEST_SLICE_OPS;
+
+    pthread_t helper;
+    bool threaded = p.m >= MESH_INGEST_PARALLEL_MIN && pthread_mutex_init(&p.mu, NULL) == 0;
+    if (threaded && pthread_cond_init(&p.cv, NULL) != 0) {
+        pthread_mutex_destroy(&p.mu);
+        threaded = false;
     }
-    for (size_t i = 0; i < m; i++) order[i] = &items[i];
-    qsort(order, m, sizeof *order, item_cmp);
+    if (threaded && pthread_create(&helper, NULL, prep_main, &p) != 0) {
+        pthread_cond_destroy(&p.cv);
+        pthread_mutex_destroy(&p.mu);
+        threaded = false;
+    }
+
     int rc = MESH_OK;
-    /* The authority's streams go first: a roster in this batch judges the other streams. */
-    for (int pass = g.team_on ? 0 : 1; pass < 2; pass++)
-        for (size_t i = 0; i < m && rc == MESH_OK;) {
+    item **good = malloc(sizeof *good * MESH_INGEST_SLICE_OPS);
+    if (good == NULL) rc = mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
+    for (size_t sl = 0; sl < p.nslices && rc == MESH_OK; sl++) {
+        if (threaded) {
+            pthread_mutex_lock(&p.mu);
+            while (p.ready <= sl) pthread_cond_wait(&p.cv, &p.mu);
+            pthread_mutex_unlock(&p.mu);
+        } else {
+            prep_slice(&p, sl);
+        }
+        size_t from = sl * MESH_INGEST_SLICE_OPS, ng = 0;
+        size_t to = from + MESH_INGEST_SLICE_OPS < p.m ? from + MESH_INGEST_SLICE_OPS : p.m;
+        for (size_t k = from; k < to; k++) {
+            if (order[k]->bad == MESH_OK) {
+                good[ng++] = order[k];
+                continue;
+            }
+            g.rep->rejected++;
+            reject(&g, order[k]->bad, k == p.first_bad[sl] ? p.msg[sl] : "");
+        }
+        for (size_t i = 0; i < ng && rc == MESH_OK;) {
             size_t j = i + 1;
-            while (j < m && order[j]->sid == order[i]->sid) j++;
-            bool auth = g.team_on && memcmp(order[i]->op.author, g.authority, MESH_KEY_BYTES) == 0;
-            if (pass == 1 ? !auth : auth) rc = ingest_stream(&g, order + i, j - i);
+            while (j < ng && good[j]->sid == good[i]->sid) j++;
+            rc = ingest_stream(&g, good + i, j - i);
             i = j;
         }
+    }
+    if (threaded) {
+        pthread_mutex_lock(&p.mu);
+        p.stop = true;
+        pthread_mutex_unlock(&p.mu);
+        pthread_join(helper, NULL);
+        pthread_cond_destroy(&p.cv);
+        pthread_mutex_destroy(&p.mu);
+    }
+    free(good);
     free(order);
     free(items);
+    free(p.first_bad);
+    free(p.msg);
     if (rc == MESH_OK && g.roster_changed) rc = mesh_store_team_enforce(t, g.roster, NULL);
     mesh_team_free(g.roster);
     if (rc == MESH_OK && g.hlc_max) {

@@ -338,11 +338,22 @@ int mesh_store_op_get(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES], const 
 
 size_t mesh_sops_count(const MDB_val *k, const MDB_val *v)
 {
-    size_t n = v->mv_size / MESH_STORE_LOG_KEY_BYTES;
-    if (k->mv_size != 16 || v->mv_size % MESH_STORE_LOG_KEY_BYTES != 0 || n == 0 ||
-        n > MESH_SOPS_CHUNK_OPS)
-        return 0;
+    if (k->mv_size != 16) return 0;
+    if (v->mv_size == MESH_STORE_LOG_KEY_BYTES) return 1;  /* format 1 */
+    size_t n = v->mv_size / MESH_SOPS_ENTRY_BYTES;
+    if (v->mv_size % MESH_SOPS_ENTRY_BYTES != 0 || n == 0 || n > MESH_SOPS_CHUNK_OPS) return 0;
     return n;
+}
+
+void mesh_sops_log_key(const MDB_val *v, size_t idx, const uint8_t author[MESH_KEY_BYTES],
+                       uint8_t out[MESH_STORE_LOG_KEY_BYTES])
+{
+    if (v->mv_size == MESH_STORE_LOG_KEY_BYTES) {
+        memcpy(out, v->mv_data, MESH_STORE_LOG_KEY_BYTES);
+        return;
+    }
+    memcpy(out, (const uint8_t *)v->mv_data + idx * MESH_SOPS_ENTRY_BYTES, MESH_SOPS_ENTRY_BYTES);
+    memcpy(out + MESH_SOPS_ENTRY_BYTES, author, MESH_KEY_BYTES);
 }
 
 int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_val *k,
@@ -382,7 +393,7 @@ int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_v
 }
 
 int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
-                     const uint8_t (*keys)[MESH_STORE_LOG_KEY_BYTES], size_t n)
+                     const uint8_t (*ents)[MESH_SOPS_ENTRY_BYTES], size_t n)
 {
     MESH_ASSERT(first_seq >= 1);
     MDB_dbi dbi = t->s->dbi[DB_SOPS];
@@ -396,15 +407,17 @@ int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
         size_t idx;
         rc = mesh_sops_seek(t, c, sid, first_seq - 1, &k, &v, &idx);
         size_t have = rc == MESH_OK ? mesh_sops_count(&k, &v) : 0;
-        if (rc == MESH_OK && idx + 1 == have && have < MESH_SOPS_CHUNK_OPS) {
+        /* (A format-1 record, one whole log key, is left as it is.) */
+        if (rc == MESH_OK && idx + 1 == have && have < MESH_SOPS_CHUNK_OPS &&
+            v.mv_size == have * MESH_SOPS_ENTRY_BYTES) {
             size_t add = MESH_SOPS_CHUNK_OPS - have < n ? MESH_SOPS_CHUNK_OPS - have : n;
-            uint8_t buf[MESH_SOPS_CHUNK_OPS * MESH_STORE_LOG_KEY_BYTES];
+            uint8_t buf[MESH_SOPS_CHUNK_OPS * MESH_SOPS_ENTRY_BYTES];
             memcpy(buf, v.mv_data, v.mv_size);
-            memcpy(buf + v.mv_size, keys, add * MESH_STORE_LOG_KEY_BYTES);
+            memcpy(buf + v.mv_size, ents, add * MESH_SOPS_ENTRY_BYTES);
             /* A resized record is deleted and re-inserted: the key must not point into its page. */
             uint8_t kb[16];
             memcpy(kb, k.mv_data, 16);
-            MDB_val kk = mval(kb, 16), nv = mval(buf, (have + add) * MESH_STORE_LOG_KEY_BYTES);
+            MDB_val kk = mval(kb, 16), nv = mval(buf, (have + add) * MESH_SOPS_ENTRY_BYTES);
             rc = mdb_cursor_put(c, &kk, &nv, MDB_CURRENT);
             if (rc != 0) {
                 mdb_cursor_close(c);
@@ -421,7 +434,7 @@ int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
         size_t m = n - done < MESH_SOPS_CHUNK_OPS ? n - done : MESH_SOPS_CHUNK_OPS;
         uint8_t key[16];
         sops_key(key, sid, first_seq + done);
-        MDB_val k = mval(key, 16), v = mval(keys[done], m * MESH_STORE_LOG_KEY_BYTES);
+        MDB_val k = mval(key, 16), v = mval(ents[done], m * MESH_SOPS_ENTRY_BYTES);
         int rc = put_seq(t, DB_SOPS, &k, &v, 0);
         if (rc != 0) return mesh_lmdb_err(t, rc, "indexing ops");
         done += m;
@@ -432,12 +445,16 @@ int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
 int mesh_store_stream_ops(mesh_txn *t, uint64_t sid, uint64_t seq_from,
                           int (*fn)(const mesh_oprec *rec, uint64_t seq, void *ctx), void *ctx)
 {
+    mesh_stream st;
+    int out = mesh_store_stream_get(t, sid, &st);
+    if (out == MESH_ENOTFOUND) return MESH_OK;  /* nothing held of it */
+    if (out != MESH_OK) return out;
     MDB_cursor *c;
     int rc = mdb_cursor_open(t->txn, t->s->dbi[DB_SOPS], &c);
     if (rc != 0) return mesh_lmdb_err(t, rc, "reading a stream");
     MDB_val k, v;
     size_t idx;
-    int out = mesh_sops_seek(t, c, sid, seq_from, &k, &v, &idx);
+    out = mesh_sops_seek(t, c, sid, seq_from, &k, &v, &idx);
     if (out == MESH_ENOTFOUND) out = MESH_OK, rc = MDB_NOTFOUND;
     while (out == MESH_OK && rc == 0) {
         size_t n = mesh_sops_count(&k, &v);
@@ -448,8 +465,9 @@ int mesh_store_stream_ops(mesh_txn *t, uint64_t sid, uint64_t seq_from,
         }
         uint64_t first = mesh_be64_get((const uint8_t *)k.mv_data + 8);
         for (; idx < n && out == MESH_OK; idx++) {
-            MDB_val lk = mval((const uint8_t *)v.mv_data + idx * MESH_STORE_LOG_KEY_BYTES,
-                              MESH_STORE_LOG_KEY_BYTES), lv;
+            uint8_t key[MESH_STORE_LOG_KEY_BYTES];
+            mesh_sops_log_key(&v, idx, st.author, key);
+            MDB_val lk = mval(key, sizeof key), lv;
             int grc = mdb_get(t->txn, t->s->dbi[DB_LOG], &lk, &lv);
             if (grc != 0) {
                 out = mesh_lmdb_err(t, grc, "reading a stream's op");

@@ -80,12 +80,14 @@ static inline void log_key(uint8_t k[MESH_STORE_LOG_KEY_BYTES], const uint8_t en
 
 /*
  * The stream index (DB_SOPS) lists each stream's ops in seq order, for sending them oldest first.
- * A record maps (sid, first seq), both big-endian, to the log keys of up to
- * MESH_SOPS_CHUNK_OPS consecutive ops of the stream starting at that seq: one B-tree entry per
- * chunk instead of per op, which is most of what a bulk ingest saves by it. Format-1 stores hold
- * chunks of one op, which read the same way.
+ * A record maps (sid, first seq), both big-endian, to up to MESH_SOPS_CHUNK_OPS entries, one per
+ * consecutive op from that seq: the op's entity and rowVersion (BE), which with the stream's
+ * author make its log key. One B-tree entry per chunk instead of per op is most of what a bulk
+ * ingest saves by it. A format-1 record holds one whole log key (52 bytes, which no chunk of
+ * 20-byte entries can be) and reads as a chunk of one.
  */
 #define MESH_SOPS_CHUNK_OPS 32u
+#define MESH_SOPS_ENTRY_BYTES (MESH_UUID_BYTES + 4)
 
 static inline void sops_key(uint8_t k[16], uint64_t sid, uint64_t first_seq)
 {
@@ -103,11 +105,15 @@ int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_v
 /* Validates a chunk record read from DB_SOPS: returns its op count, or 0 when damaged. */
 size_t mesh_sops_count(const MDB_val *k, const MDB_val *v);
 
-/* Indexes ops first_seq .. first_seq+n-1 of stream `sid`, whose log keys are keys[0..n), right
- * after the stream's current tip `tip_seq` (= first_seq - 1): fills the tip's chunk, then writes
- * new ones. Returns MESH_OK or an LMDB failure translated. */
+/* The log key of entry `idx` of chunk `v` of a stream written by `author`. */
+void mesh_sops_log_key(const MDB_val *v, size_t idx, const uint8_t author[MESH_KEY_BYTES],
+                       uint8_t out[MESH_STORE_LOG_KEY_BYTES]);
+
+/* Indexes ops first_seq .. first_seq+n-1 of stream `sid`, whose entries (entity | rowVersion)
+ * are ents[0..n), right after the stream's current tip (first_seq - 1): fills the tip's chunk,
+ * then writes new ones. Returns MESH_OK or an LMDB failure translated. */
 int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
-                     const uint8_t (*keys)[MESH_STORE_LOG_KEY_BYTES], size_t n);
+                     const uint8_t (*ents)[MESH_SOPS_ENTRY_BYTES], size_t n);
 
 /* Writes a stream record (store.c). */
 int mesh_store_stream_put(mesh_txn *t, const mesh_stream *st);

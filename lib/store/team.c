@@ -167,8 +167,7 @@ static int cut_stream(mesh_txn *t, const mesh_stream *st, uint64_t keep, uint64_
         if (out != MESH_OK) break;
         size_t n = mesh_sops_count(&k, &v);
         uint8_t cut[MESH_SOPS_CHUNK_OPS][MESH_STORE_LOG_KEY_BYTES];
-        memcpy(cut, (const uint8_t *)v.mv_data + idx * MESH_STORE_LOG_KEY_BYTES,
-               (n - idx) * MESH_STORE_LOG_KEY_BYTES);
+        for (size_t i = idx; i < n; i++) mesh_sops_log_key(&v, i, st->author, cut[i - idx]);
         if (nents + (n - idx) > cap) {
             size_t nc = cap ? cap * 2 : 64;
             while (nc < nents + (n - idx)) nc *= 2;
@@ -182,12 +181,13 @@ static int cut_stream(mesh_txn *t, const mesh_stream *st, uint64_t keep, uint64_
         }
         int drc;
         if (idx > 0) {
-            uint8_t kept[MESH_SOPS_CHUNK_OPS * MESH_STORE_LOG_KEY_BYTES];
-            memcpy(kept, v.mv_data, idx * MESH_STORE_LOG_KEY_BYTES);
+            /* (idx > 0: a chunk of 20-byte entries, since a format-1 record holds one op.) */
+            uint8_t kept[MESH_SOPS_CHUNK_OPS * MESH_SOPS_ENTRY_BYTES];
+            memcpy(kept, v.mv_data, idx * MESH_SOPS_ENTRY_BYTES);
             /* A resized record is deleted and re-inserted: the key must not point into its page. */
             uint8_t kb[16];
             memcpy(kb, k.mv_data, 16);
-            MDB_val kk = mval(kb, 16), kv = mval(kept, idx * MESH_STORE_LOG_KEY_BYTES);
+            MDB_val kk = mval(kb, 16), kv = mval(kept, idx * MESH_SOPS_ENTRY_BYTES);
             drc = mdb_cursor_put(c, &kk, &kv, MDB_CURRENT);
         } else {
             drc = mdb_cursor_del(c, 0);
