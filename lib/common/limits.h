@@ -98,8 +98,8 @@
  * MESH_INGEST_PARALLEL_MIN ops on, a helper thread decodes and hashes the next slice while the
  * current one is stored (below that, the thread costs more than it saves). A stream run is
  * authenticated by the signature at its end within each slice. */
-#define MESH_INGEST_SLICE_OPS 1024u
-#define MESH_INGEST_PARALLEL_MIN 2048u
+#define MESH_INGEST_SLICE_OPS 256u
+#define MESH_INGEST_PARALLEL_MIN 512u
 /* Sessions a node runs at once, and peers it tracks. */
 #define MESH_SESSIONS_MAX 16u
 #define MESH_PEERS_MAX 256u

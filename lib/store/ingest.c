@@ -27,7 +27,14 @@ typedef struct item {
     bool from_pending;   /* loaded from the pending database (bytes in scratch memory) */
     bool auth;           /* written by the team authority: its streams go first */
     int bad;             /* MESH_E* when the record does not decode; 0 otherwise */
+    int8_t sig;          /* 1: signature checked good, -1: checked bad, 0: not checked yet */
 } item;
+
+static int verify_sig(const item *it)
+{
+    if (it->sig != 0) return it->sig > 0 ? MESH_OK : MESH_ESIG;
+    return mesh_verify(it->op.author, MESH_DOMAIN_OP, it->hash, MESH_HASH_BYTES, it->rec.sig);
+}
 
 /*
  * A batch is stored slice by slice, in stream order. Decoding and hashing a slice needs no
@@ -53,9 +60,13 @@ static void prep_slice(prep *p, size_t sl)
     p->first_bad[sl] = SIZE_MAX;
     for (size_t k = sl * MESH_INGEST_SLICE_OPS; k < to; k++) {
         item *it = p->order[k];
+        it->sig = 0;
         it->bad = mesh_op_decode(it->rec.op, it->rec.op_len, &it->op);
         if (it->bad == MESH_OK) {
             mesh_op_hash(it->rec.op, it->rec.op_len, it->hash);
+            /* The last op of a stream in the slice usually ends its run there: check its
+             * signature here, off the storing thread. */
+            if (k + 1 == to || p->order[k + 1]->sid != it->sid) it->sig = verify_sig(it) ? -1 : 1;
         } else if (p->first_bad[sl] == SIZE_MAX) {
             p->first_bad[sl] = k;
             snprintf(p->msg[sl], sizeof p->msg[sl], "op %zu of the batch is malformed: %s",
@@ -151,6 +162,7 @@ static int pending_load(ingest *g, uint64_t sid, uint64_t seq, item **out)
     }
     mesh_store_rec_release(g->t, mark);
     it->from_pending = true;
+    it->sig = 0;
     it->rec.sig = bytes;
     it->rec.op = bytes + MESH_SIG_BYTES;
     it->rec.op_len = bytes_len > MESH_SIG_BYTES ? bytes_len - MESH_SIG_BYTES : 0;
@@ -208,10 +220,6 @@ static bool same_stream(const mesh_stream *st, const mesh_op *op)
            memcmp(st->scope, op->scope, op->scope_len) == 0;
 }
 
-static int verify_sig(const item *it)
-{
-    return mesh_verify(it->op.author, MESH_DOMAIN_OP, it->hash, MESH_HASH_BYTES, it->rec.sig);
-}
 
 static void describe(char *buf, size_t n, const mesh_stream *st, uint64_t seq, const char *what)
 {
@@ -581,7 +589,10 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
         it->auth = g.team_on && memcmp(it->op.author, g.authority, MESH_KEY_BYTES) == 0;
         order[p.m++] = it;
     }
-    qsort(order, p.m, sizeof *order, item_cmp);
+    /* Peers send each stream oldest first, so a batch is often in order already. */
+    bool sorted = true;
+    for (size_t i = 1; i < p.m && sorted; i++) sorted = item_cmp(&order[i - 1], &order[i]) < 0;
+    if (!sorted) qsort(order, p.m, sizeof *order, item_cmp);
     p.nslices = (p.m + MESH_INGEST_SLICE_OPS - 1) / MESH_INGEST_SLICE_OPS;
 
     pthread_t helper;
