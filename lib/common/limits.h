@@ -94,11 +94,12 @@
 /* Received ops stored per transaction: large enough to amortise the fsync, small enough that a
  * crash loses little and memory stays bounded (~10 MB). */
 #define MESH_INGEST_OPS_DEFAULT 10000u
-/* An ingest stores its ops in slices of MESH_INGEST_SLICE_OPS, in stream order; from
- * MESH_INGEST_PARALLEL_MIN ops on, a helper thread decodes and hashes the next slice while the
- * current one is stored (below that, the thread costs more than it saves). A stream run is
+/* An ingest stores its ops in slices (an eighth of the batch, within these bounds), in stream
+ * order; from MESH_INGEST_PARALLEL_MIN ops on, a helper thread decodes and hashes slices ahead
+ * of the one being stored (below that, the thread costs more than it saves). A stream run is
  * authenticated by the signature at its end within each slice. */
-#define MESH_INGEST_SLICE_OPS 256u
+#define MESH_INGEST_SLICE_MIN 256u
+#define MESH_INGEST_SLICE_MAX 1024u
 #define MESH_INGEST_PARALLEL_MIN 512u
 /* Sessions a node runs at once, and peers it tracks. */
 #define MESH_SESSIONS_MAX 16u

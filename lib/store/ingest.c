@@ -28,6 +28,8 @@ typedef struct item {
     bool auth;           /* written by the team authority: its streams go first */
     int bad;             /* MESH_E* when the record does not decode; 0 otherwise */
     int8_t sig;          /* 1: signature checked good, -1: checked bad, 0: not checked yet */
+    uint16_t fresh_len;  /* the state the op alone gives (mesh_state_fresh); 0: not prepared */
+    uint8_t fresh[MESH_STATE_FRESH_BYTES_MAX];
 } item;
 
 static int verify_sig(const item *it)
@@ -37,33 +39,71 @@ static int verify_sig(const item *it)
 }
 
 /*
- * A batch is stored slice by slice, in stream order. Decoding and hashing a slice needs no
- * transaction, so for a large batch a helper thread does it for slice k+1 while this thread
- * stores slice k. The result does not depend on the timing: a slice is stored only once it is
- * wholly prepared.
+ * A batch is stored slice by slice, in stream order. Routing, decoding and hashing need no
+ * transaction, so for a large batch a helper thread shares them: it reads the leading fields of
+ * the second half of the records while this thread reads the first, then, once this thread has
+ * sorted them, prepares slice k+1 while this thread stores slice k. The result does not depend
+ * on the timing: a slice is stored only once it is wholly prepared.
  */
 typedef struct prep {
+    item *items;
+    const mesh_oprec *recs;
+    size_t n, mid;       /* the helper peeks records [mid, n) */
+    uint8_t authority[MESH_KEY_BYTES];
+    bool team_on;
+    size_t peek_bad[2];  /* per half: index of its first record that does not peek, or SIZE_MAX */
+    char peek_msg[2][256];
     item **order;        /* every record that peeked well, in stream order */
     size_t m;
     size_t nslices;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    size_t ready;        /* slices prepared */
+    bool peeked;         /* the helper's half is peeked */
+    bool sorted;         /* order, m and nslices are set: the helper may prepare slices */
+    size_t slice;        /* ops per slice */
+    size_t claimed;      /* slices [0, claimed) are taken by one thread or the other */
+    uint8_t *done;       /* per slice: prepared */
     bool stop;           /* the storing side gave up: prepare no more */
     size_t *first_bad;   /* per slice: position (in order) of its first bad record, or SIZE_MAX */
     char (*msg)[256];    /* per slice: why that record is bad */
 } prep;
 
+/* Routes records [from, to) to their streams by their leading fields. */
+static void peek_range(prep *p, int half, size_t from, size_t to)
+{
+    mesh_sid_memo memo = {0};
+    p->peek_bad[half] = SIZE_MAX;
+    for (size_t i = from; i < to; i++) {
+        item *it = &p->items[i];
+        it->rec = p->recs[i];
+        it->idx = i;
+        it->from_pending = false;
+        it->bad = mesh_op_peek(it->rec.op, it->rec.op_len, &it->op);
+        if (it->bad != MESH_OK) {
+            if (p->peek_bad[half] == SIZE_MAX) {
+                p->peek_bad[half] = i;
+                snprintf(p->peek_msg[half], sizeof p->peek_msg[half],
+                         "op %zu of the batch is malformed: %s", i, mesh_errmsg());
+            }
+            continue;
+        }
+        it->sid = mesh_stream_id_memo(&memo, it->op.author, it->op.scope, it->op.scope_len);
+        it->auth = p->team_on && memcmp(it->op.author, p->authority, MESH_KEY_BYTES) == 0;
+    }
+}
+
 static void prep_slice(prep *p, size_t sl)
 {
-    size_t to = (sl + 1) * MESH_INGEST_SLICE_OPS < p->m ? (sl + 1) * MESH_INGEST_SLICE_OPS : p->m;
+    size_t to = (sl + 1) * p->slice < p->m ? (sl + 1) * p->slice : p->m;
     p->first_bad[sl] = SIZE_MAX;
-    for (size_t k = sl * MESH_INGEST_SLICE_OPS; k < to; k++) {
+    for (size_t k = sl * p->slice; k < to; k++) {
         item *it = p->order[k];
         it->sig = 0;
+        it->fresh_len = 0;
         it->bad = mesh_op_decode(it->rec.op, it->rec.op_len, &it->op);
         if (it->bad == MESH_OK) {
             mesh_op_hash(it->rec.op, it->rec.op_len, it->hash);
+            it->fresh_len = (uint16_t)mesh_state_fresh(&it->op, it->fresh);
             /* The last op of a stream in the slice usually ends its run there: check its
              * signature here, off the storing thread. */
             if (k + 1 == to || p->order[k + 1]->sid != it->sid) it->sig = verify_sig(it) ? -1 : 1;
@@ -78,15 +118,25 @@ static void prep_slice(prep *p, size_t sl)
 static void *prep_main(void *arg)
 {
     prep *p = arg;
-    for (size_t sl = 0; sl < p->nslices; sl++) {
+    peek_range(p, 1, p->mid, p->n);
+    pthread_mutex_lock(&p->mu);
+    p->peeked = true;
+    pthread_cond_broadcast(&p->cv);
+    while (!p->sorted && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+    /* Take the next slice nobody has taken; the storing thread takes one itself rather than
+     * wait, so neither thread idles while there is work. */
+    for (;;) {
         pthread_mutex_lock(&p->mu);
-        bool stop = p->stop;
+        size_t sl = p->claimed;
+        bool go = !p->stop && sl < p->nslices;
+        if (go) p->claimed++;
         pthread_mutex_unlock(&p->mu);
-        if (stop) break;
+        if (!go) break;
         prep_slice(p, sl);
         pthread_mutex_lock(&p->mu);
-        p->ready = sl + 1;
-        pthread_cond_signal(&p->cv);
+        p->done[sl] = 1;
+        pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
     return NULL;
@@ -163,6 +213,7 @@ static int pending_load(ingest *g, uint64_t sid, uint64_t seq, item **out)
     mesh_store_rec_release(g->t, mark);
     it->from_pending = true;
     it->sig = 0;
+    it->fresh_len = 0;
     it->rec.sig = bytes;
     it->rec.op = bytes + MESH_SIG_BYTES;
     it->rec.op_len = bytes_len > MESH_SIG_BYTES ? bytes_len - MESH_SIG_BYTES : 0;
@@ -364,7 +415,7 @@ static int apply_one(ingest *g, const item *it, uint8_t ent[MESH_SOPS_ENTRY_BYTE
                              v.mv_data);
     if (rc != MESH_OK) return rc;
     if (it->op.hlc > g->hlc_max) g->hlc_max = it->op.hlc;
-    return mesh_state_apply(g->t, &it->op);
+    return mesh_state_apply(g->t, &it->op, it->fresh_len ? it->fresh : NULL, it->fresh_len);
 }
 
 /* Processes the records of one stream, gp[0..n) sorted by seq. */
@@ -557,69 +608,93 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     if (trc != MESH_OK && trc != MESH_ENOTFOUND) return trc;
     item *items = malloc(sizeof *items * (n ? n : 1));
     item **order = malloc(sizeof *order * (n ? n : 1));
-    size_t nslices = (n + MESH_INGEST_SLICE_OPS - 1) / MESH_INGEST_SLICE_OPS;
-    prep p = {.order = order, .nslices = nslices,
+    /* Slices of an eighth of the batch, within bounds: enough of them to overlap the two
+     * threads' work, few enough that the per-slice signature checks stay cheap. */
+    size_t slice = n / 8 < MESH_INGEST_SLICE_MIN   ? MESH_INGEST_SLICE_MIN
+                   : n / 8 > MESH_INGEST_SLICE_MAX ? MESH_INGEST_SLICE_MAX
+                                                   : n / 8;
+    size_t nslices = (n + slice - 1) / slice;
+    prep p = {.items = items, .recs = recs, .n = n, .mid = n, .team_on = g.team_on,
+              .order = order, .nslices = nslices, .slice = slice,
+              .done = calloc(nslices ? nslices : 1, 1),
               .first_bad = malloc(sizeof *p.first_bad * (nslices ? nslices : 1)),
               .msg = malloc(sizeof *p.msg * (nslices ? nslices : 1))};
-    if (items == NULL || order == NULL || p.first_bad == NULL || p.msg == NULL) {
+    memcpy(p.authority, g.authority, MESH_KEY_BYTES);
+    item **good = malloc(sizeof *good * slice);
+    if (items == NULL || order == NULL || p.first_bad == NULL || p.msg == NULL ||
+        p.done == NULL || good == NULL) {
         free(items);
         free(order);
         free(p.first_bad);
         free(p.msg);
+        free(p.done);
+        free(good);
         mesh_team_free(g.roster);
         return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
     }
 
+    pthread_t helper;
+    bool threaded = n >= MESH_INGEST_PARALLEL_MIN && pthread_mutex_init(&p.mu, NULL) == 0;
+    if (threaded && pthread_cond_init(&p.cv, NULL) != 0) {
+        pthread_mutex_destroy(&p.mu);
+        threaded = false;
+    }
+    if (threaded) {
+        p.mid = n / 2;
+        if (pthread_create(&helper, NULL, prep_main, &p) != 0) {
+            pthread_cond_destroy(&p.cv);
+            pthread_mutex_destroy(&p.mu);
+            threaded = false;
+            p.mid = n;
+        }
+    }
     /* Route each record to its stream by its leading fields, then sort into stream order. */
-    mesh_sid_memo memo = {0};
+    peek_range(&p, 0, 0, p.mid);
+    if (threaded) {
+        pthread_mutex_lock(&p.mu);
+        while (!p.peeked) pthread_cond_wait(&p.cv, &p.mu);
+        pthread_mutex_unlock(&p.mu);
+    } else {
+        peek_range(&p, 1, p.mid, n);
+    }
     for (size_t i = 0; i < n; i++) {
-        item *it = &items[i];
-        it->rec = recs[i];
-        it->idx = i;
-        it->from_pending = false;
-        int rc = mesh_op_peek(recs[i].op, recs[i].op_len, &it->op);
-        if (rc != MESH_OK) {
-            char msg[256];
-            snprintf(msg, sizeof msg, "op %zu of the batch is malformed: %s", i, mesh_errmsg());
-            g.rep->rejected++;
-            reject(&g, rc, msg);
+        if (items[i].bad == MESH_OK) {
+            order[p.m++] = &items[i];
             continue;
         }
-        it->sid = mesh_stream_id_memo(&memo, it->op.author, it->op.scope, it->op.scope_len);
-        it->auth = g.team_on && memcmp(it->op.author, g.authority, MESH_KEY_BYTES) == 0;
-        order[p.m++] = it;
+        g.rep->rejected++;
+        reject(&g, items[i].bad, i == p.peek_bad[0]   ? p.peek_msg[0]
+                               : i == p.peek_bad[1] ? p.peek_msg[1]
+                                                    : "");
     }
     /* Peers send each stream oldest first, so a batch is often in order already. */
     bool sorted = true;
     for (size_t i = 1; i < p.m && sorted; i++) sorted = item_cmp(&order[i - 1], &order[i]) < 0;
     if (!sorted) qsort(order, p.m, sizeof *order, item_cmp);
-    p.nslices = (p.m + MESH_INGEST_SLICE_OPS - 1) / MESH_INGEST_SLICE_OPS;
-
-    pthread_t helper;
-    bool threaded = p.m >= MESH_INGEST_PARALLEL_MIN && pthread_mutex_init(&p.mu, NULL) == 0;
-    if (threaded && pthread_cond_init(&p.cv, NULL) != 0) {
-        pthread_mutex_destroy(&p.mu);
-        threaded = false;
-    }
-    if (threaded && pthread_create(&helper, NULL, prep_main, &p) != 0) {
-        pthread_cond_destroy(&p.cv);
-        pthread_mutex_destroy(&p.mu);
-        threaded = false;
+    p.nslices = (p.m + slice - 1) / slice;
+    if (threaded) {
+        pthread_mutex_lock(&p.mu);
+        p.sorted = true;
+        pthread_cond_broadcast(&p.cv);
+        pthread_mutex_unlock(&p.mu);
     }
 
     int rc = MESH_OK;
-    item **good = malloc(sizeof *good * MESH_INGEST_SLICE_OPS);
-    if (good == NULL) rc = mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
     for (size_t sl = 0; sl < p.nslices && rc == MESH_OK; sl++) {
+        bool mine = !threaded;
         if (threaded) {
             pthread_mutex_lock(&p.mu);
-            while (p.ready <= sl) pthread_cond_wait(&p.cv, &p.mu);
+            if (p.claimed == sl) {
+                p.claimed++;
+                mine = true;
+            } else {
+                while (!p.done[sl]) pthread_cond_wait(&p.cv, &p.mu);
+            }
             pthread_mutex_unlock(&p.mu);
-        } else {
-            prep_slice(&p, sl);
         }
-        size_t from = sl * MESH_INGEST_SLICE_OPS, ng = 0;
-        size_t to = from + MESH_INGEST_SLICE_OPS < p.m ? from + MESH_INGEST_SLICE_OPS : p.m;
+        if (mine) prep_slice(&p, sl);
+        size_t from = sl * slice, ng = 0;
+        size_t to = from + slice < p.m ? from + slice : p.m;
         for (size_t k = from; k < to; k++) {
             if (order[k]->bad == MESH_OK) {
                 good[ng++] = order[k];
@@ -638,6 +713,7 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     if (threaded) {
         pthread_mutex_lock(&p.mu);
         p.stop = true;
+        pthread_cond_broadcast(&p.cv);
         pthread_mutex_unlock(&p.mu);
         pthread_join(helper, NULL);
         pthread_cond_destroy(&p.cv);
@@ -648,6 +724,7 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     free(items);
     free(p.first_bad);
     free(p.msg);
+    free(p.done);
     if (rc == MESH_OK && g.roster_changed) rc = mesh_store_team_enforce(t, g.roster, NULL);
     mesh_team_free(g.roster);
     if (rc == MESH_OK && g.hlc_max) {

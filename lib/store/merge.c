@@ -116,35 +116,12 @@ int mesh_store_state_get(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES], mes
     return mesh_state_decode(v.mv_data, v.mv_size, entity, out);
 }
 
-static int bytype_key(const char *type, const uint8_t entity[16], uint8_t *key, size_t *len)
-{
-    size_t tl = strlen(type);
-    memcpy(key, type, tl);
-    key[tl] = 0;
-    memcpy(key + tl + 1, entity, 16);
-    *len = tl + 17;
-    return MESH_OK;
-}
-
-/* Keeps the type index, the conflict index and the count of deleted entities in step with an
- * entity's state going from `old` (NULL: none) to `st`, whose record is already written. */
+/* Keeps the conflict index and the count of deleted entities in step with an entity's state
+ * going from `old` (NULL: none) to `st`, whose record is already written. (There is no index by
+ * type: a list by type scans the state table, see query.c.) */
 static int state_index(mesh_txn *t, const mesh_state *old, const mesh_state *st)
 {
     int rc;
-    if (old == NULL || strcmp(old->type, st->type) != 0) {
-        uint8_t key[MESH_TYPE_BYTES_MAX + 17];
-        size_t kl;
-        if (old != NULL) {
-            bytype_key(old->type, old->entity, key, &kl);
-            MDB_val ok = mval(key, kl);
-            rc = mdb_del(t->txn, t->s->dbi[DB_BYTYPE], &ok, NULL);
-            if (rc != 0 && rc != MDB_NOTFOUND) return mesh_lmdb_err(t, rc, "updating the type index");
-        }
-        bytype_key(st->type, st->entity, key, &kl);
-        MDB_val nk = mval(key, kl), nv = mval("", 0);
-        rc = put_seq(t, DB_BYTYPE, &nk, &nv, 0);
-        if (rc != 0) return mesh_lmdb_err(t, rc, "updating the type index");
-    }
     bool was = old != NULL && mesh_state_conflict(old), is = mesh_state_conflict(st);
     if (was != is) {
         MDB_val ck = mval(st->entity, 16), cv = mval("", 0);
@@ -297,34 +274,59 @@ static bool ref_eq(const mesh_opref *a, const mesh_head *h)
            memcmp(a->author, h->ref.author, MESH_KEY_BYTES) == 0;
 }
 
-int mesh_state_apply(mesh_txn *t, const mesh_op *op)
+static void summary_of(const mesh_op *op, summary *s)
 {
-    summary s = {.h = {.hlc = op->hlc}, .kind = op->kind, .nparents = op->parents_count};
-    s.h.ref.row_version = op->row_version;
-    memcpy(s.h.ref.author, op->author, MESH_KEY_BYTES);
-    memcpy(s.type, op->type, op->type_len);
-    s.type[op->type_len] = '\0';
-    memcpy(s.parents, op->parents, sizeof op->parents[0] * op->parents_count);
+    s->h.hlc = op->hlc;
+    s->h.ref.row_version = op->row_version;
+    memcpy(s->h.ref.author, op->author, MESH_KEY_BYTES);
+    s->kind = op->kind;
+    memcpy(s->type, op->type, op->type_len);
+    s->type[op->type_len] = '\0';
+    s->nparents = op->parents_count;
+    memcpy(s->parents, op->parents, sizeof op->parents[0] * op->parents_count);
+}
 
-    /* Most ops reach a node before any other op of their entity: insert the state the op alone
-     * gives. For an entity already held the insert fails and hands back the stored state, so
-     * either way the state table is searched once. */
-    mesh_state old, st;
+size_t mesh_state_fresh(const mesh_op *op, uint8_t out[MESH_STATE_FRESH_BYTES_MAX])
+{
+    summary s;
+    summary_of(op, &s);
+    mesh_state st;
     st.flags = op->kind == MESH_OP_DELETE ? MESH_STATE_DELETED : 0;
     memcpy(st.entity, op->entity, 16);
     st.max_rv = op->row_version;
     set_winner(&st, &s);
     st.nheads = 1;
     st.heads[0] = s.h;
-    uint8_t buf[MESH_STATE_BYTES_MAX];
     size_t len;
-    mesh_state_encode(&st, buf, sizeof buf, &len);
-    MDB_val k = mval(op->entity, 16), v = mval(buf, len);
+    mesh_state_encode(&st, out, MESH_STATE_FRESH_BYTES_MAX, &len);
+    return len;
+}
+
+int mesh_state_apply(mesh_txn *t, const mesh_op *op, const uint8_t *fresh, size_t fresh_len)
+{
+    /* Most ops reach a node before any other op of their entity: insert the state the op alone
+     * gives. For an entity already held the insert fails and hands back the stored state, so
+     * either way the state table is searched once. */
+    uint8_t buf[MESH_STATE_FRESH_BYTES_MAX];
+    if (fresh == NULL) {
+        fresh_len = mesh_state_fresh(op, buf);
+        fresh = buf;
+    }
+    MDB_val k = mval(op->entity, 16), v = mval(fresh, fresh_len);
     int rc = put_seq(t, DB_STATE, &k, &v, MDB_NOOVERWRITE);
-    if (rc == 0) return state_index(t, NULL, &st);
+    if (rc == 0) {
+        /* A new entity has one head, so no conflict; a delete counts as a deleted entity. */
+        if (op->kind != MESH_OP_DELETE) return MESH_OK;
+        uint64_t n;
+        rc = mesh_store_meta_get_u64(t, "deleted", &n);
+        return rc == MESH_OK ? mesh_store_meta_put_u64(t, "deleted", n + 1) : rc;
+    }
     if (rc != MDB_KEYEXIST) return mesh_lmdb_err(t, rc, "writing an entity's state");
     /* v is the stored record now; it lives until the next write. */
+    mesh_state old, st;
     if ((rc = mesh_state_decode(v.mv_data, v.mv_size, op->entity, &old)) != MESH_OK) return rc;
+    summary s;
+    summary_of(op, &s);
 
     if (op->row_version <= old.max_rv || old.nheads >= MESH_HEADS_MAX) {
         /* An older op arrived late, or the head list is saturated: only the full rule is exact. */

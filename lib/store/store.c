@@ -18,9 +18,10 @@ static const char *const DB_NAMES[DB_COUNT] = {
 };
 
 #define STORE_MAGIC "meshsync-store"
-/* Format 2 chunks the stream index (store_int.h); a format-1 store reads as one with chunks of
- * one op, and is marked format 2 when opened. */
-#define STORE_VERSION 2u
+/* Format 2 chunks the stream index (store_int.h); format 3 drops the index by type (query.c).
+ * Older stores are brought up to format 3 when opened: their stream index reads as chunks of one
+ * op, and their type index is emptied. */
+#define STORE_VERSION 3u
 /* Map growth retries per write: doubling from 64 MiB reaches any sane limit well within this. */
 #define GROW_RETRIES_MAX 16
 
@@ -104,7 +105,11 @@ static int init_fn(mesh_txn *t, void *ctx)
     uint64_t version = 0;
     rc = mesh_store_meta_get_u64(t, "version", &version);
     if (rc != MESH_OK) return rc;
-    if (version == 1) return mesh_store_meta_put_u64(t, "version", STORE_VERSION);
+    if (version == 1 || version == 2) {
+        rc = mdb_drop(t->txn, t->s->dbi[DB_BYTYPE], 0);
+        if (rc != 0) return mesh_lmdb_err(t, rc, "upgrading the store");
+        return mesh_store_meta_put_u64(t, "version", STORE_VERSION);
+    }
     if (version != STORE_VERSION)
         return mesh_err(MESH_EVERSION,
                         "%s has store format %llu; this meshsync reads format %u: upgrade meshsync",

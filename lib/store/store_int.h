@@ -15,7 +15,7 @@ enum {
     DB_STREAMS,
     DB_PENDING,
     DB_STATE,
-    DB_BYTYPE,
+    DB_BYTYPE,    /* the type index of formats 1-2; kept empty since format 3 */
     DB_CONFLICTS,
     DB_META,
     DB_PEERS,     /* per-peer sync state (peers.c); added after format 1 shipped */
@@ -124,11 +124,16 @@ int mesh_state_decode(const uint8_t *p, size_t len, const uint8_t entity[16], me
 #define MESH_STATE_BYTES_MAX                                                                      \
     (8 + MESH_TYPE_BYTES_MAX + 4 + 44 + 1 + MESH_PARENTS_MAX * 16 + 1 + MESH_HEADS_MAX * 44)
 
-/* Writes `st` to the state, bytype and conflicts databases, replacing `old` (NULL if new), and
+/* Writes `st` to the state and conflicts databases, replacing `old` (NULL if new), and
  * keeps the deleted-entity counter (merge.c). */
 int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st);
 
 /* Merges one newly stored op into its entity's state (merge.c). */
-int mesh_state_apply(mesh_txn *t, const mesh_op *op);
+int mesh_state_apply(mesh_txn *t, const mesh_op *op, const uint8_t *fresh, size_t fresh_len);
+
+/* The state record the op alone gives (what mesh_state_apply inserts for an entity not held
+ * yet): pure, so an ingest prepares it off the storing thread. Returns its length. */
+#define MESH_STATE_FRESH_BYTES_MAX (3 + MESH_TYPE_BYTES_MAX + 4 + 44 + 1 + MESH_PARENTS_MAX * 16 + 1 + 44)
+size_t mesh_state_fresh(const mesh_op *op, uint8_t out[MESH_STATE_FRESH_BYTES_MAX]);
 
 #endif

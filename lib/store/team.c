@@ -109,14 +109,6 @@ static int state_remove(mesh_txn *t, const mesh_state *old)
     MDB_val k = mval(old->entity, MESH_UUID_BYTES);
     int rc = mdb_del(t->txn, t->s->dbi[DB_STATE], &k, NULL);
     if (rc == 0) rc = mdb_del(t->txn, t->s->dbi[DB_CONFLICTS], &k, NULL);
-    if (rc == MDB_NOTFOUND) rc = 0;
-    uint8_t key[MESH_TYPE_BYTES_MAX + 1 + MESH_UUID_BYTES];
-    size_t tl = strlen(old->type);
-    memcpy(key, old->type, tl);
-    key[tl] = 0;
-    memcpy(key + tl + 1, old->entity, MESH_UUID_BYTES);
-    MDB_val bk = mval(key, tl + 1 + MESH_UUID_BYTES);
-    if (rc == 0) rc = mdb_del(t->txn, t->s->dbi[DB_BYTYPE], &bk, NULL);
     if (rc != 0 && rc != MDB_NOTFOUND) return mesh_lmdb_err(t, rc, "removing an entity's state");
     return MESH_OK;
 }
