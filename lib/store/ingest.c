@@ -7,6 +7,12 @@
  * one Ed25519 signature, the run's last: the signature covers that op's hash, which covers its
  * predecessor's, and so on back to the tip. Records beyond a gap wait in `pending` until the gap
  * fills. This is the only path into the log: local writes go through it too.
+ *
+ * A batch is routed to streams by each record's leading fields, sorted into stream order and
+ * stored in slices; a large batch shares decoding, hashing and signature checks with a helper
+ * thread, which prepares slices ahead of the one being stored (see `prep` below). The result is
+ * the same for any timing and any thread count: a slice is stored only when wholly prepared, in
+ * order, by this thread.
  */
 #include "store/store_int.h"
 
