@@ -84,6 +84,8 @@ int mesh_state_decode(const uint8_t *p, size_t len, const uint8_t entity[16], me
     p += 3;
     size_t wl = head_wins ? 0 : HEAD_BYTES;
     if (tl == 0 || tl > MESH_TYPE_BYTES_MAX || (size_t)(end - p) < tl + 4 + wl + 2) goto bad;
+    /* The type came from an op, which only carries names of the type grammar (no NUL). */
+    if (mesh_type_check((const char *)p, tl) != MESH_OK) goto bad;
     memcpy(st->type, p, tl);
     st->type[tl] = '\0';
     p += tl;
