@@ -112,7 +112,9 @@ static double bench_meshsync(size_t batch)
     return nrecs / dt;
 }
 
-static double bench_raw(size_t batch)
+/* Puts `count` records (cycling through the input) in durable transactions of `batch`: the
+ * same key (entity | rowVersion | author) and value (signature | op) as the op-log. */
+static double bench_raw(size_t count, size_t batch)
 {
     char *dir = tl_tmpdir("bench-raw");
     MDB_env *env;
@@ -122,14 +124,13 @@ static double bench_raw(size_t batch)
     mdb_env_set_mapsize(env, 64ull << 30);
     if (mdb_env_open(env, dir, 0, 0600) != 0) abort();
     double t0 = now_s();
-    for (size_t i = 0; i < nrecs; i += batch) {
-        size_t n = nrecs - i < batch ? nrecs - i : batch;
+    for (size_t i = 0; i < count; i += batch) {
+        size_t n = count - i < batch ? count - i : batch;
         mdb_txn_begin(env, NULL, 0, &txn);
         mdb_dbi_open(txn, NULL, 0, &dbi);
         for (size_t j = 0; j < n; j++) {
-            /* The same key (entity | rowVersion | author) and value (signature | op). */
-            const tl_rec *r = &recs[i + j];
-            MDB_val k = {52, raw_keys[i + j]}, val = {64 + r->op_len, r->bytes};
+            size_t x = (i + j) % nrecs;
+            MDB_val k = {52, raw_keys[x]}, val = {64 + recs[x].op_len, recs[x].bytes};
             if (mdb_put(txn, dbi, &k, &val, 0) != 0) abort();
         }
         if (mdb_txn_commit(txn) != 0) abort();
@@ -137,31 +138,7 @@ static double bench_raw(size_t batch)
     double dt = now_s() - t0;
     mdb_env_close(env);
     tl_rmtree(dir);
-    return nrecs / dt;
-}
-
-/* The floor under single puts: one raw LMDB put per durable commit, same key and value sizes. */
-static double bench_raw_single_put(int n)
-{
-    char *dir = tl_tmpdir("bench-raw1");
-    MDB_env *env;
-    MDB_dbi dbi;
-    MDB_txn *txn;
-    mdb_env_create(&env);
-    mdb_env_set_mapsize(env, 1ull << 30);
-    if (mdb_env_open(env, dir, 0, 0600) != 0) abort();
-    double t0 = now_s();
-    for (int i = 0; i < n; i++) {
-        const tl_rec *r = &recs[(size_t)i % nrecs];
-        mdb_txn_begin(env, NULL, 0, &txn);
-        mdb_dbi_open(txn, NULL, 0, &dbi);
-        MDB_val k = {52, raw_keys[(size_t)i % nrecs]}, val = {64 + r->op_len, r->bytes};
-        if (mdb_put(txn, dbi, &k, &val, 0) != 0 || mdb_txn_commit(txn) != 0) abort();
-    }
-    double dt = now_s() - t0;
-    mdb_env_close(env);
-    tl_rmtree(dir);
-    return n / dt;
+    return count / dt;
 }
 
 static double bench_single_put(int n)
@@ -223,7 +200,7 @@ int main(int argc, char **argv)
         }
         double raw[ROUNDS], ms[ROUNDS];
         for (int r = 0; r < ROUNDS; r++) {
-            raw[r] = bench_raw(batches[b]);
+            raw[r] = bench_raw(nrecs, batches[b]);
             ms[r] = bench_meshsync(batches[b]);
         }
         double mr = median(raw), mm = median(ms);
@@ -231,7 +208,8 @@ int main(int argc, char **argv)
                mm / mr >= 0.5 ? "" : "  (below goal 0.5)");
     }
     double p = bench_single_put(puts);
-    double p_raw = bench_raw_single_put(puts);
+    /* The floor under single puts: one raw LMDB put per durable commit. */
+    double p_raw = bench_raw((size_t)puts, 1);
     printf("\nsingle durable mesh_put: %.0f puts/s (goal >= 1000); one raw LMDB put per durable "
            "commit on the same disk: %.0f/s\n", p, p_raw);
     printf("peak RSS: %ld MB (of which ~%ld MB is the pre-generated input)\n", peak_rss_mb(),
