@@ -454,6 +454,7 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
     uint64_t expected = st.seq + 1;
     size_t i = 0;
     rc = MESH_OK;
+    bool still_cut = false;
     if (g->cut && g->cut_sid == st.sid) {
         for (; i < n && gi(i).op.seq <= g->cut_next; i++) {
             if (gi(i).op.seq == g->cut_next) {
@@ -463,8 +464,9 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
                 g->rep->duplicate++;
             }
         }
+        still_cut = i == n;  /* the run may go on in the next slice */
     }
-    g->cut = false;
+    g->cut = still_cut;
     for (;;) {
         while (i < n && gi(i).op.seq < expected) {
             g->rep->duplicate++;

@@ -397,3 +397,57 @@ Test(store, stream_index_reads_every_seq_across_runs)
     }
     free_chain(r, total);
 }
+
+/* Changes the household's name in op r (a valid op of other content: its hash, and so the next
+ * op's link, no longer match, and its signature fails). */
+static void tamper_name(tl_rec *r)
+{
+    uint8_t *op = r->bytes + MESH_SIGNATURE_BYTES;
+    static const uint8_t pat[] = {0xa4, 'n', 'a', 'm', 'e', 0xa1, 'x'};
+    for (size_t i = 0; i + sizeof pat <= r->op_len; i++)
+        if (memcmp(op + i, pat, sizeof pat) == 0) {
+            op[i + sizeof pat - 1] = 'y';
+            return;
+        }
+    cr_assert_fail("no name to tamper with");
+}
+
+/* A batch large enough to be stored in slices on two threads behaves as one piece: a broken
+ * link in the second slice keeps the ops before it and rejects every later op of the run, in
+ * whatever order the batch comes, and nothing is left waiting in pending. */
+Test(store, large_batch_rejection_spans_slices)
+{
+    tl_stream s;
+    tl_stream_init(&s, 9, "MZ/NAMPULA/ERATI");
+    const size_t total = 3000, bad = 500;  /* seq 500 is altered */
+    tl_rec *r = make_chain(&s, total, 20000);
+    tamper_name(&r[bad - 1]);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1) {
+            /* Again into a fresh store, the batch shuffled. */
+            mesh_store_close(st);
+            tl_rmtree(dir);
+            dir = tl_tmpdir("store");
+            open_store(0, 0);
+            srand(7);
+            for (size_t i = total - 1; i > 0; i--) {
+                size_t j = (size_t)rand() % (i + 1);
+                tl_rec tmp = r[i];
+                r[i] = r[j];
+                r[j] = tmp;
+            }
+        }
+        mesh_ingest_report rep = ingest(r, total, MESH_INGEST_PARTIAL, MESH_OK);
+        cr_assert_eq(rep.applied, bad - 1, "pass %d: applied %llu", pass,
+                     (unsigned long long)rep.applied);
+        cr_assert_eq(rep.rejected, total - (bad - 1), "pass %d: rejected %llu", pass,
+                     (unsigned long long)rep.rejected);
+        cr_assert_eq(rep.pending, 0);
+        cr_assert(strstr(rep.first_error_msg, "broken hash chain at seq 501") != NULL, "%s",
+                  rep.first_error_msg);
+        mesh_store_counts c = counts();
+        cr_assert_eq(c.ops, bad - 1);
+        cr_assert_eq(c.pending, 0);
+    }
+    free_chain(r, total);
+}
