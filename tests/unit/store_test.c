@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "store/store.h"
+#include "store/store_int.h"
 #include "testlib.h"
 
 static char *dir;
@@ -450,4 +451,88 @@ Test(store, large_batch_rejection_spans_slices)
         cr_assert_eq(c.pending, 0);
     }
     free_chain(r, total);
+}
+
+/* Rewrites the store as format 1 wrote it: one stream-index record per op holding the whole log
+ * key, a type-index entry per entity, and version 1 in meta. */
+static int to_format1_fn(mesh_txn *t, void *ctx)
+{
+    (void)ctx;
+    MDB_dbi sops = t->s->dbi[DB_SOPS];
+    MDB_cursor *c;
+    cr_assert_eq(mdb_cursor_open(t->txn, sops, &c), 0);
+    uint8_t (*keys)[16] = NULL, (*vals)[MESH_STORE_LOG_KEY_BYTES] = NULL;
+    size_t n = 0;
+    MDB_val k, v;
+    for (int rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        uint64_t sid = mesh_be64_get(k.mv_data), first = mesh_be64_get((uint8_t *)k.mv_data + 8);
+        mesh_stream strm;
+        cr_assert_eq(mesh_store_stream_get(t, sid, &strm), MESH_OK);
+        size_t cnt = mesh_sops_count(&k, &v);
+        cr_assert(cnt > 0);
+        keys = realloc(keys, (n + cnt) * sizeof *keys);
+        vals = realloc(vals, (n + cnt) * sizeof *vals);
+        for (size_t i = 0; i < cnt; i++, n++) {
+            sops_key(keys[n], sid, first + i);
+            mesh_sops_log_key(&v, i, strm.author, vals[n]);
+        }
+    }
+    mdb_cursor_close(c);
+    cr_assert_eq(mdb_drop(t->txn, sops, 0), 0);
+    for (size_t i = 0; i < n; i++) {
+        MDB_val kk = {16, keys[i]}, vv = {MESH_STORE_LOG_KEY_BYTES, vals[i]};
+        cr_assert_eq(mdb_put(t->txn, sops, &kk, &vv, 0), 0);
+        uint8_t tk[64] = "household";
+        memcpy(tk + 10, vals[i], 16);
+        MDB_val tkk = {26, tk}, empty = {0, ""};
+        cr_assert_eq(mdb_put(t->txn, t->s->dbi[DB_BYTYPE], &tkk, &empty, 0), 0);
+    }
+    free(keys);
+    free(vals);
+    return mesh_store_meta_put_u64(t, "version", 1);
+}
+
+static int version_fn(mesh_txn *t, void *ctx)
+{
+    MDB_stat bs;
+    mdb_stat(t->txn, t->s->dbi[DB_BYTYPE], &bs);
+    cr_assert_eq(bs.ms_entries, 0, "the old type index is emptied");
+    return mesh_store_meta_get_u64(t, "version", ctx);
+}
+
+static void check_stream_reads(uint64_t sid, uint64_t total)
+{
+    for (uint64_t from = 1; from <= total + 1; from++) {
+        seqs_q q = {.sid = sid, .from = from};
+        cr_assert_eq(mesh_store_read(st, seqs_txn, &q), MESH_OK);
+        cr_assert_eq(q.rc, MESH_OK, "from %llu: %s", (unsigned long long)from, mesh_errmsg());
+        cr_assert_eq(q.next, total + 1, "from %llu", (unsigned long long)from);
+    }
+}
+
+/* A format-1 store is upgraded when opened: its one-op index records read as they are, new ops
+ * go on in chunks after them, and the old type index is emptied. */
+Test(store, format1_store_is_upgraded)
+{
+    tl_stream s;
+    tl_stream_init(&s, 11, "MZ/NAMPULA/ERATI");
+    tl_rec *r = make_chain(&s, 60, 30000);
+    ingest(r, 25, MESH_INGEST_PARTIAL, MESH_OK);
+    cr_assert_eq(mesh_store_write(st, to_format1_fn, NULL), MESH_OK);
+    mesh_store_close(st);
+    mesh_store_opts o = {.no_sync = true};
+    cr_assert_eq(mesh_store_open(dir, &o, &st), MESH_OK, "%s", mesh_errmsg());
+    uint64_t version = 0;
+    cr_assert_eq(mesh_store_read(st, version_fn, &version), MESH_OK);
+    cr_assert_eq(version, 3);
+    mesh_op op;
+    cr_assert_eq(mesh_op_decode(r[0].bytes + MESH_SIGNATURE_BYTES, r[0].op_len, &op), MESH_OK);
+    uint64_t sid = mesh_stream_id(op.author, op.scope, op.scope_len);
+    check_stream_reads(sid, 25);
+    mesh_ingest_report rep = ingest(r + 25, 35, MESH_INGEST_PARTIAL, MESH_OK);
+    cr_assert_eq(rep.applied, 35);
+    check_stream_reads(sid, 60);
+    cr_assert_eq(counts().ops, 60);
+    free_chain(r, 60);
 }
