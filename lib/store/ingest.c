@@ -185,17 +185,11 @@ static int item_cmp(const void *a, const void *b)
     return x->idx < y->idx ? -1 : x->idx > y->idx;
 }
 
-static void pending_key(uint8_t k[16], uint64_t sid, uint64_t seq)
-{
-    mesh_be64_put(k, sid);
-    mesh_be64_put(k + 8, seq);
-}
-
 /* Loads pending op (sid, seq) into a fresh item with its own copy of the bytes. */
 static int pending_load(ingest *g, uint64_t sid, uint64_t seq, item **out)
 {
     uint8_t key[16];
-    pending_key(key, sid, seq);
+    sid_seq_key(key, sid, seq);
     MDB_val k = mval(key, 16), v;
     int rc = mdb_get(g->t->txn, g->t->s->dbi[DB_PENDING], &k, &v);
     if (rc == MDB_NOTFOUND) return MESH_ENOTFOUND;
@@ -238,7 +232,7 @@ static int pending_load(ingest *g, uint64_t sid, uint64_t seq, item **out)
 static int pending_del(ingest *g, uint64_t sid, uint64_t seq)
 {
     uint8_t key[16];
-    pending_key(key, sid, seq);
+    sid_seq_key(key, sid, seq);
     MDB_val k = mval(key, 16);
     int rc = mdb_del(g->t->txn, g->t->s->dbi[DB_PENDING], &k, NULL);
     if (rc != 0 && rc != MDB_NOTFOUND) return mesh_lmdb_err(g->t, rc, "clearing pending ops");
@@ -255,7 +249,7 @@ static int pending_park(ingest *g, const item *it)
         return MESH_OK;
     }
     uint8_t key[16];
-    pending_key(key, it->sid, it->op.seq);
+    sid_seq_key(key, it->sid, it->op.seq);
     MDB_val k = mval(key, 16), v;
     v.mv_size = MESH_SIG_BYTES + it->rec.op_len + mesh_store_rec_overhead(g->t);
     int rc = mdb_put(g->t->txn, g->t->s->dbi[DB_PENDING], &k, &v, MDB_NOOVERWRITE | MDB_RESERVE);

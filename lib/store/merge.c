@@ -123,22 +123,25 @@ int mesh_store_state_get(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES], mes
  * type: a list by type scans the state table, see query.c.) */
 static int state_index(mesh_txn *t, const mesh_state *old, const mesh_state *st)
 {
-    int rc;
     bool was = old != NULL && mesh_state_conflict(old), is = mesh_state_conflict(st);
     if (was != is) {
         MDB_val ck = mval(st->entity, 16), cv = mval("", 0);
-        rc = is ? mdb_put(t->txn, t->s->dbi[DB_CONFLICTS], &ck, &cv, 0)
+        int rc = is ? mdb_put(t->txn, t->s->dbi[DB_CONFLICTS], &ck, &cv, 0)
                 : mdb_del(t->txn, t->s->dbi[DB_CONFLICTS], &ck, NULL);
         if (rc != 0) return mesh_lmdb_err(t, rc, "updating the conflict index");
     }
     bool wasdel = old != NULL && (old->flags & MESH_STATE_DELETED);
-    if (!wasdel && (st->flags & MESH_STATE_DELETED)) {
-        uint64_t n;
-        rc = mesh_store_meta_get_u64(t, "deleted", &n);
-        if (rc == MESH_OK) rc = mesh_store_meta_put_u64(t, "deleted", n + 1);
-        if (rc != MESH_OK) return rc;
-    }
+    if (!wasdel && (st->flags & MESH_STATE_DELETED)) return mesh_store_deleted_add(t, 1);
     return MESH_OK;
+}
+
+int mesh_store_deleted_add(mesh_txn *t, int delta)
+{
+    MESH_ASSERT(delta == 1 || delta == -1);
+    uint64_t n;
+    int rc = mesh_store_meta_get_u64(t, "deleted", &n);
+    if (rc != MESH_OK || (delta < 0 && n == 0)) return rc;
+    return mesh_store_meta_put_u64(t, "deleted", delta > 0 ? n + 1 : n - 1);
 }
 
 int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st)
@@ -318,10 +321,7 @@ int mesh_state_apply(mesh_txn *t, const mesh_op *op, const uint8_t *fresh, size_
     int rc = put_seq(t, DB_STATE, &k, &v, MDB_NOOVERWRITE);
     if (rc == 0) {
         /* A new entity has one head, so no conflict; a delete counts as a deleted entity. */
-        if (op->kind != MESH_OP_DELETE) return MESH_OK;
-        uint64_t n;
-        rc = mesh_store_meta_get_u64(t, "deleted", &n);
-        return rc == MESH_OK ? mesh_store_meta_put_u64(t, "deleted", n + 1) : rc;
+        return op->kind == MESH_OP_DELETE ? mesh_store_deleted_add(t, 1) : MESH_OK;
     }
     if (rc != MDB_KEYEXIST) return mesh_lmdb_err(t, rc, "writing an entity's state");
     /* v is the stored record now; it lives until the next write. */

@@ -22,7 +22,8 @@ static const char *const DB_NAMES[DB_COUNT] = {
  * Older stores are brought up to format 3 when opened: their stream index reads as chunks of one
  * op, and their type index is emptied. */
 #define STORE_VERSION 3u
-/* Map growth retries per write: doubling from 64 MiB reaches any sane limit well within this. */
+/* Map growth retries per write: doubling from the initial map reaches any sane limit well
+ * within this. */
 #define GROW_RETRIES_MAX 16
 
 int mesh_lmdb_err(mesh_txn *t, int rc, const char *what)
@@ -365,7 +366,7 @@ int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_v
                    MDB_val *v, size_t *idx)
 {
     uint8_t key[16];
-    sops_key(key, sid, seq);
+    sid_seq_key(key, sid, seq);
     *k = mval(key, 16);
     /* The chunk holding seq starts at or before it: the record at seq, or the one before. */
     int rc = mdb_cursor_get(c, k, v, MDB_SET_RANGE);
@@ -397,6 +398,17 @@ int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_v
     return MESH_OK;
 }
 
+int mesh_sops_rewrite(mesh_txn *t, MDB_cursor *c, const MDB_val *k, const void *ents, size_t len)
+{
+    /* A resized record is deleted and re-inserted: the key must not point into its page. */
+    uint8_t kb[16];
+    MESH_ASSERT(k->mv_size == sizeof kb);
+    memcpy(kb, k->mv_data, sizeof kb);
+    MDB_val kk = mval(kb, sizeof kb), v = mval(ents, len);
+    int rc = mdb_cursor_put(c, &kk, &v, MDB_CURRENT);
+    return rc == 0 ? MESH_OK : mesh_lmdb_err(t, rc, "rewriting the stream index");
+}
+
 int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
                      const uint8_t (*ents)[MESH_SOPS_ENTRY_BYTES], size_t n)
 {
@@ -419,14 +431,10 @@ int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
             uint8_t buf[MESH_SOPS_CHUNK_OPS * MESH_SOPS_ENTRY_BYTES];
             memcpy(buf, v.mv_data, v.mv_size);
             memcpy(buf + v.mv_size, ents, add * MESH_SOPS_ENTRY_BYTES);
-            /* A resized record is deleted and re-inserted: the key must not point into its page. */
-            uint8_t kb[16];
-            memcpy(kb, k.mv_data, 16);
-            MDB_val kk = mval(kb, 16), nv = mval(buf, (have + add) * MESH_SOPS_ENTRY_BYTES);
-            rc = mdb_cursor_put(c, &kk, &nv, MDB_CURRENT);
-            if (rc != 0) {
+            rc = mesh_sops_rewrite(t, c, &k, buf, (have + add) * MESH_SOPS_ENTRY_BYTES);
+            if (rc != MESH_OK) {
                 mdb_cursor_close(c);
-                return mesh_lmdb_err(t, rc, "indexing ops");
+                return rc;
             }
             done = add;
         } else if (rc != MESH_OK && rc != MESH_ENOTFOUND) {
@@ -438,7 +446,7 @@ int mesh_sops_append(mesh_txn *t, uint64_t sid, uint64_t first_seq,
     while (done < n) {
         size_t m = n - done < MESH_SOPS_CHUNK_OPS ? n - done : MESH_SOPS_CHUNK_OPS;
         uint8_t key[16];
-        sops_key(key, sid, first_seq + done);
+        sid_seq_key(key, sid, first_seq + done);
         MDB_val k = mval(key, 16), v = mval(ents[done], m * MESH_SOPS_ENTRY_BYTES);
         int rc = put_seq(t, DB_SOPS, &k, &v, 0);
         if (rc != 0) return mesh_lmdb_err(t, rc, "indexing ops");

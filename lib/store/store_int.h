@@ -89,10 +89,11 @@ static inline void log_key(uint8_t k[MESH_STORE_LOG_KEY_BYTES], const uint8_t en
 #define MESH_SOPS_CHUNK_OPS 32u
 #define MESH_SOPS_ENTRY_BYTES (MESH_UUID_BYTES + 4)
 
-static inline void sops_key(uint8_t k[16], uint64_t sid, uint64_t first_seq)
+/* The key of the stream index and of pending: stream id | seq, big-endian. */
+static inline void sid_seq_key(uint8_t k[16], uint64_t sid, uint64_t seq)
 {
     mesh_be64_put(k, sid);
-    mesh_be64_put(k + 8, first_seq);
+    mesh_be64_put(k + 8, seq);
 }
 
 /* Positions `c` (on DB_SOPS) on the chunk of stream `sid` that holds `seq`, or else on the
@@ -108,6 +109,10 @@ size_t mesh_sops_count(const MDB_val *k, const MDB_val *v);
 /* The log key of entry `idx` of chunk `v` of a stream written by `author`. */
 void mesh_sops_log_key(const MDB_val *v, size_t idx, const uint8_t author[MESH_KEY_BYTES],
                        uint8_t out[MESH_STORE_LOG_KEY_BYTES]);
+
+/* Replaces the chunk under cursor `c` (record key `k`) by `len` bytes of entries. Returns MESH_OK
+ * or an LMDB failure translated. */
+int mesh_sops_rewrite(mesh_txn *t, MDB_cursor *c, const MDB_val *k, const void *ents, size_t len);
 
 /* Indexes ops first_seq .. first_seq+n-1 of stream `sid`, whose entries (entity | rowVersion)
  * are ents[0..n), right after the stream's current tip (first_seq - 1): fills the tip's chunk,
@@ -128,12 +133,17 @@ int mesh_state_decode(const uint8_t *p, size_t len, const uint8_t entity[16], me
  * keeps the deleted-entity counter (merge.c). */
 int mesh_state_store(mesh_txn *t, const mesh_state *old, const mesh_state *st);
 
+/* Adds `delta` (+1 or -1) to the count of deleted entities in meta, never below 0 (merge.c). */
+int mesh_store_deleted_add(mesh_txn *t, int delta);
+
 /* Merges one newly stored op into its entity's state (merge.c). */
 int mesh_state_apply(mesh_txn *t, const mesh_op *op, const uint8_t *fresh, size_t fresh_len);
 
 /* The state record the op alone gives (what mesh_state_apply inserts for an entity not held
  * yet): pure, so an ingest prepares it off the storing thread. Returns its length. */
-#define MESH_STATE_FRESH_BYTES_MAX (3 + MESH_TYPE_BYTES_MAX + 4 + 44 + 1 + MESH_PARENTS_MAX * 16 + 1 + 44)
+/* (Room for a winner too: mesh_state_encode asks for it before it knows it can omit it.) */
+#define MESH_STATE_FRESH_BYTES_MAX                                                                \
+    (3 + MESH_TYPE_BYTES_MAX + 4 + 44 + 1 + MESH_PARENTS_MAX * 16 + 1 + 44)
 size_t mesh_state_fresh(const mesh_op *op, uint8_t out[MESH_STATE_FRESH_BYTES_MAX]);
 
 #endif

@@ -113,14 +113,6 @@ static int state_remove(mesh_txn *t, const mesh_state *old)
     return MESH_OK;
 }
 
-static int deleted_dec(mesh_txn *t)
-{
-    uint64_t n;
-    int rc = mesh_store_meta_get_u64(t, "deleted", &n);
-    if (rc == MESH_OK && n > 0) rc = mesh_store_meta_put_u64(t, "deleted", n - 1);
-    return rc;
-}
-
 /* Re-derives the state of an entity that lost ops. */
 static int entity_refresh(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES])
 {
@@ -132,11 +124,11 @@ static int entity_refresh(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES])
     rc = mesh_store_recompute(t, entity, &st);
     if (rc == MESH_ENOTFOUND) {
         rc = state_remove(t, &old);
-        if (rc == MESH_OK && was_deleted) rc = deleted_dec(t);
+        if (rc == MESH_OK && was_deleted) rc = mesh_store_deleted_add(t, -1);
         return rc;
     }
     if (rc == MESH_OK) rc = mesh_state_store(t, &old, &st);
-    if (rc == MESH_OK && was_deleted && !(st.flags & MESH_STATE_DELETED)) rc = deleted_dec(t);
+    if (rc == MESH_OK && was_deleted && !(st.flags & MESH_STATE_DELETED)) rc = mesh_store_deleted_add(t, -1);
     return rc;
 }
 
@@ -171,19 +163,14 @@ static int cut_stream(mesh_txn *t, const mesh_stream *st, uint64_t keep, uint64_
             ents = ne;
             cap = nc;
         }
-        int drc;
         if (idx > 0) {
             /* (idx > 0: a chunk of 20-byte entries, since a format-1 record holds one op.) */
             uint8_t kept[MESH_SOPS_CHUNK_OPS * MESH_SOPS_ENTRY_BYTES];
             memcpy(kept, v.mv_data, idx * MESH_SOPS_ENTRY_BYTES);
-            /* A resized record is deleted and re-inserted: the key must not point into its page. */
-            uint8_t kb[16];
-            memcpy(kb, k.mv_data, 16);
-            MDB_val kk = mval(kb, 16), kv = mval(kept, idx * MESH_SOPS_ENTRY_BYTES);
-            drc = mdb_cursor_put(c, &kk, &kv, MDB_CURRENT);
-        } else {
-            drc = mdb_cursor_del(c, 0);
+            if ((out = mesh_sops_rewrite(t, c, &k, kept, idx * MESH_SOPS_ENTRY_BYTES)) != MESH_OK)
+                break;
         }
+        int drc = idx > 0 ? 0 : mdb_cursor_del(c, 0);
         for (size_t i = 0; i < n - idx && drc == 0; i++) {
             memcpy(ents[nents++], cut[i], MESH_UUID_BYTES);
             MDB_val lkv = mval(cut[i], MESH_STORE_LOG_KEY_BYTES);

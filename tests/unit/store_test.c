@@ -474,7 +474,7 @@ static int to_format1_fn(mesh_txn *t, void *ctx)
         keys = realloc(keys, (n + cnt) * sizeof *keys);
         vals = realloc(vals, (n + cnt) * sizeof *vals);
         for (size_t i = 0; i < cnt; i++, n++) {
-            sops_key(keys[n], sid, first + i);
+            sid_seq_key(keys[n], sid, first + i);
             mesh_sops_log_key(&v, i, strm.author, vals[n]);
         }
     }
