@@ -271,7 +271,6 @@ static bool same_stream(const mesh_stream *st, const mesh_op *op)
            memcmp(st->scope, op->scope, op->scope_len) == 0;
 }
 
-
 static void describe(char *buf, size_t n, const mesh_stream *st, uint64_t seq, const char *what)
 {
     char author[MESH_KEY_STR_LEN];
@@ -394,8 +393,8 @@ static int roster_adopt(ingest *g, const mesh_op *op)
     return MESH_OK;
 }
 
-/* Stores one verified op in the log and the state; its log key goes to `key` for the stream
- * index, which the caller writes for the whole run. */
+/* Stores one verified op in the log and the state; its stream index entry (entity | rowVersion)
+ * goes to `ent`, for the caller to index the whole run at once. */
 static int apply_one(ingest *g, const item *it, uint8_t ent[MESH_SOPS_ENTRY_BYTES],
                      bool *equivocation)
 {

@@ -72,6 +72,12 @@ int mesh_state_encode(const mesh_state *st, uint8_t *out, size_t cap, size_t *le
     return MESH_OK;
 }
 
+bool mesh_state_type_is(const uint8_t *p, size_t len, const char *type, size_t tl)
+{
+    /* format, flags, type length, type: the same in both formats */
+    return len >= 3 + tl && p[2] == tl && memcmp(p + 3, type, tl) == 0;
+}
+
 int mesh_state_decode(const uint8_t *p, size_t len, const uint8_t entity[16], mesh_state *st)
 {
     const uint8_t *end = p + len;

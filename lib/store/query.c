@@ -52,11 +52,7 @@ static int walk(mesh_txn *t, int db, const char *type,
         }
         mesh_state st;
         if (db == DB_STATE) {
-            /* A state record names its type at byte 2 (length) and 3 on: skip the others
-             * without decoding them. */
-            const uint8_t *p = v.mv_data;
-            if (type && (v.mv_size < 3 + tl || p[2] != tl || memcmp(p + 3, type, tl) != 0))
-                continue;
+            if (type && !mesh_state_type_is(v.mv_data, v.mv_size, type, tl)) continue;
             out = mesh_state_decode(v.mv_data, v.mv_size, k.mv_data, &st);
         } else {
             out = mesh_store_state_get(t, k.mv_data, &st);

@@ -126,6 +126,9 @@ int mesh_store_stream_put(mesh_txn *t, const mesh_stream *st);
 /* State record codec (merge.c). */
 int mesh_state_encode(const mesh_state *st, uint8_t *out, size_t cap, size_t *len);
 int mesh_state_decode(const uint8_t *p, size_t len, const uint8_t entity[16], mesh_state *st);
+/* Whether state record p[0..len) is of type `type` (tl bytes), read from its leading bytes
+ * without decoding the rest: how a list by type skips the others cheaply. */
+bool mesh_state_type_is(const uint8_t *p, size_t len, const char *type, size_t tl);
 #define MESH_STATE_BYTES_MAX                                                                      \
     (8 + MESH_TYPE_BYTES_MAX + 4 + 44 + 1 + MESH_PARENTS_MAX * 16 + 1 + MESH_HEADS_MAX * 44)
 
