@@ -62,6 +62,8 @@ typedef struct prep {
     item **order;        /* every record that peeked well, in stream order */
     size_t m;
     size_t nslices;
+    bool threaded;       /* a helper thread runs (prep_start) */
+    pthread_t helper;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool peeked;         /* the helper's half is peeked */
@@ -594,6 +596,92 @@ out:
 #undef gi
 }
 
+/* Starts the helper thread for a large batch; without it (a small batch, or no thread to be
+ * had) this thread does all the preparing, with the same result. */
+static void prep_start(prep *p)
+{
+    p->threaded = false;
+    if (p->n < MESH_INGEST_PARALLEL_MIN || pthread_mutex_init(&p->mu, NULL) != 0) return;
+    if (pthread_cond_init(&p->cv, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        return;
+    }
+    p->mid = p->n / 2;
+    if (pthread_create(&p->helper, NULL, prep_main, p) != 0) {
+        pthread_cond_destroy(&p->cv);
+        pthread_mutex_destroy(&p->mu);
+        p->mid = p->n;
+        return;
+    }
+    p->threaded = true;
+}
+
+static void prep_stop(prep *p)
+{
+    if (!p->threaded) return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    pthread_join(p->helper, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* Routes each record to its stream by its leading fields (rejecting those that cannot be read),
+ * then sorts them into stream order and lets the helper go on to slices. */
+static void route(ingest *g, prep *p)
+{
+    peek_range(p, 0, 0, p->mid);
+    if (p->threaded) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->peeked) pthread_cond_wait(&p->cv, &p->mu);
+        pthread_mutex_unlock(&p->mu);
+    } else {
+        peek_range(p, 1, p->mid, p->n);
+    }
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->items[i].bad == MESH_OK) {
+            p->order[p->m++] = &p->items[i];
+            continue;
+        }
+        g->rep->rejected++;
+        reject(g, p->items[i].bad, i == p->peek_bad[0]   ? p->peek_msg[0]
+                                 : i == p->peek_bad[1] ? p->peek_msg[1]
+                                                       : "");
+    }
+    /* Peers send each stream oldest first, so a batch is often in order already. */
+    bool sorted = true;
+    for (size_t i = 1; i < p->m && sorted; i++)
+        sorted = item_cmp(&p->order[i - 1], &p->order[i]) < 0;
+    if (!sorted) qsort(p->order, p->m, sizeof *p->order, item_cmp);
+    p->nslices = (p->m + p->slice - 1) / p->slice;
+    if (p->threaded) {
+        pthread_mutex_lock(&p->mu);
+        p->sorted = true;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+    }
+}
+
+/* Returns once slice `sl` is prepared: by the helper, or by this thread if the helper has not
+ * taken it yet (rather than wait). */
+static void slice_take(prep *p, size_t sl)
+{
+    bool mine = !p->threaded;
+    if (p->threaded) {
+        pthread_mutex_lock(&p->mu);
+        if (p->claimed == sl) {
+            p->claimed++;
+            mine = true;
+        } else {
+            while (!p->done[sl]) pthread_cond_wait(&p->cv, &p->mu);
+        }
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (mine) prep_slice(p, sl);
+}
+
 int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest_mode mode,
                       mesh_ingest_report *rep)
 {
@@ -634,66 +722,11 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
         return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
     }
 
-    pthread_t helper;
-    bool threaded = n >= MESH_INGEST_PARALLEL_MIN && pthread_mutex_init(&p.mu, NULL) == 0;
-    if (threaded && pthread_cond_init(&p.cv, NULL) != 0) {
-        pthread_mutex_destroy(&p.mu);
-        threaded = false;
-    }
-    if (threaded) {
-        p.mid = n / 2;
-        if (pthread_create(&helper, NULL, prep_main, &p) != 0) {
-            pthread_cond_destroy(&p.cv);
-            pthread_mutex_destroy(&p.mu);
-            threaded = false;
-            p.mid = n;
-        }
-    }
-    /* Route each record to its stream by its leading fields, then sort into stream order. */
-    peek_range(&p, 0, 0, p.mid);
-    if (threaded) {
-        pthread_mutex_lock(&p.mu);
-        while (!p.peeked) pthread_cond_wait(&p.cv, &p.mu);
-        pthread_mutex_unlock(&p.mu);
-    } else {
-        peek_range(&p, 1, p.mid, n);
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (items[i].bad == MESH_OK) {
-            order[p.m++] = &items[i];
-            continue;
-        }
-        g.rep->rejected++;
-        reject(&g, items[i].bad, i == p.peek_bad[0]   ? p.peek_msg[0]
-                               : i == p.peek_bad[1] ? p.peek_msg[1]
-                                                    : "");
-    }
-    /* Peers send each stream oldest first, so a batch is often in order already. */
-    bool sorted = true;
-    for (size_t i = 1; i < p.m && sorted; i++) sorted = item_cmp(&order[i - 1], &order[i]) < 0;
-    if (!sorted) qsort(order, p.m, sizeof *order, item_cmp);
-    p.nslices = (p.m + slice - 1) / slice;
-    if (threaded) {
-        pthread_mutex_lock(&p.mu);
-        p.sorted = true;
-        pthread_cond_broadcast(&p.cv);
-        pthread_mutex_unlock(&p.mu);
-    }
-
+    prep_start(&p);
+    route(&g, &p);
     int rc = MESH_OK;
     for (size_t sl = 0; sl < p.nslices && rc == MESH_OK; sl++) {
-        bool mine = !threaded;
-        if (threaded) {
-            pthread_mutex_lock(&p.mu);
-            if (p.claimed == sl) {
-                p.claimed++;
-                mine = true;
-            } else {
-                while (!p.done[sl]) pthread_cond_wait(&p.cv, &p.mu);
-            }
-            pthread_mutex_unlock(&p.mu);
-        }
-        if (mine) prep_slice(&p, sl);
+        slice_take(&p, sl);
         size_t from = sl * slice, ng = 0;
         size_t to = from + slice < p.m ? from + slice : p.m;
         for (size_t k = from; k < to; k++) {
@@ -711,15 +744,7 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
             i = j;
         }
     }
-    if (threaded) {
-        pthread_mutex_lock(&p.mu);
-        p.stop = true;
-        pthread_cond_broadcast(&p.cv);
-        pthread_mutex_unlock(&p.mu);
-        pthread_join(helper, NULL);
-        pthread_cond_destroy(&p.cv);
-        pthread_mutex_destroy(&p.mu);
-    }
+    prep_stop(&p);
     free(good);
     free(order);
     free(items);

@@ -394,7 +394,8 @@ int mesh_sops_seek(mesh_txn *t, MDB_cursor *c, uint64_t sid, uint64_t seq, MDB_v
     if (rc == MDB_NOTFOUND) return MESH_ENOTFOUND;
     if (rc != 0) return mesh_lmdb_err(t, rc, "reading a stream");
     if (k->mv_size != 16 || mesh_be64_get(k->mv_data) != sid) return MESH_ENOTFOUND;
-    if (mesh_sops_count(k, v) == 0) return mesh_err(MESH_ECORRUPT, "a stream index record is damaged");
+    if (mesh_sops_count(k, v) == 0)
+        return mesh_err(MESH_ECORRUPT, "a stream index record is damaged");
     return MESH_OK;
 }
 

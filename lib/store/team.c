@@ -128,7 +128,8 @@ static int entity_refresh(mesh_txn *t, const uint8_t entity[MESH_UUID_BYTES])
         return rc;
     }
     if (rc == MESH_OK) rc = mesh_state_store(t, &old, &st);
-    if (rc == MESH_OK && was_deleted && !(st.flags & MESH_STATE_DELETED)) rc = mesh_store_deleted_add(t, -1);
+    if (rc == MESH_OK && was_deleted && !(st.flags & MESH_STATE_DELETED))
+        rc = mesh_store_deleted_add(t, -1);
     return rc;
 }
 
