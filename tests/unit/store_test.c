@@ -366,6 +366,19 @@ static int seqs_txn(mesh_txn *t, void *ctx)
     return MESH_OK;
 }
 
+/* Reads stream `sid` (ops 1..total held) from every seq up to last_from: each read must run in
+ * order to the end. */
+static void check_stream_reads(uint64_t sid, uint64_t total, uint64_t last_from)
+{
+    for (uint64_t from = 1; from <= last_from; from++) {
+        seqs_q q = {.sid = sid, .from = from};
+        cr_assert_eq(mesh_store_read(st, seqs_txn, &q), MESH_OK);
+        cr_assert_eq(q.rc, MESH_OK, "from %llu: %s", (unsigned long long)from, mesh_errmsg());
+        cr_assert_eq(q.next, from <= total ? total + 1 : from, "from %llu",
+                     (unsigned long long)from);
+    }
+}
+
 /* The stream index keeps several ops per record: runs of every size (filling the last record,
  * spilling into new ones) read back in order from every seq, before and after a reopen. */
 Test(store, stream_index_reads_every_seq_across_runs)
@@ -385,13 +398,7 @@ Test(store, stream_index_reads_every_seq_across_runs)
     mesh_op op;
     cr_assert_eq(mesh_op_decode(r[0].bytes + MESH_SIGNATURE_BYTES, r[0].op_len, &op), MESH_OK);
     for (int pass = 0; pass < 2; pass++) {
-        for (uint64_t from = 1; from <= total + 2; from++) {
-            seqs_q q = {.sid = mesh_stream_id(op.author, op.scope, op.scope_len), .from = from};
-            cr_assert_eq(mesh_store_read(st, seqs_txn, &q), MESH_OK);
-            cr_assert_eq(q.rc, MESH_OK, "from %llu: %s", (unsigned long long)from, mesh_errmsg());
-            cr_assert_eq(q.next, from <= total ? total + 1 : from, "from %llu",
-                         (unsigned long long)from);
-        }
+        check_stream_reads(mesh_stream_id(op.author, op.scope, op.scope_len), total, total + 2);
         mesh_store_close(st);
         mesh_store_opts o = {.no_sync = true};
         cr_assert_eq(mesh_store_open(dir, &o, &st), MESH_OK, "%s", mesh_errmsg());
@@ -501,16 +508,6 @@ static int version_fn(mesh_txn *t, void *ctx)
     return mesh_store_meta_get_u64(t, "version", ctx);
 }
 
-static void check_stream_reads(uint64_t sid, uint64_t total)
-{
-    for (uint64_t from = 1; from <= total + 1; from++) {
-        seqs_q q = {.sid = sid, .from = from};
-        cr_assert_eq(mesh_store_read(st, seqs_txn, &q), MESH_OK);
-        cr_assert_eq(q.rc, MESH_OK, "from %llu: %s", (unsigned long long)from, mesh_errmsg());
-        cr_assert_eq(q.next, total + 1, "from %llu", (unsigned long long)from);
-    }
-}
-
 /* A format-1 store is upgraded when opened: its one-op index records read as they are, new ops
  * go on in chunks after them, and the old type index is emptied. */
 Test(store, format1_store_is_upgraded)
@@ -529,10 +526,10 @@ Test(store, format1_store_is_upgraded)
     mesh_op op;
     cr_assert_eq(mesh_op_decode(r[0].bytes + MESH_SIGNATURE_BYTES, r[0].op_len, &op), MESH_OK);
     uint64_t sid = mesh_stream_id(op.author, op.scope, op.scope_len);
-    check_stream_reads(sid, 25);
+    check_stream_reads(sid, 25, 26);
     mesh_ingest_report rep = ingest(r + 25, 35, MESH_INGEST_PARTIAL, MESH_OK);
     cr_assert_eq(rep.applied, 35);
-    check_stream_reads(sid, 60);
+    check_stream_reads(sid, 60, 61);
     cr_assert_eq(counts().ops, 60);
     free_chain(r, 60);
 }
