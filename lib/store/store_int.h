@@ -39,6 +39,10 @@ struct mesh_txn {
     bool map_full;
     /* Per database: appending failed once in this transaction, so stop trying (see put_seq). */
     bool no_append[DB_COUNT];
+    /* Per database: the cursor put_seq appends with, opened on first use. It stays on the last
+     * key, so an append does not search the tree from its root; LMDB closes it with the
+     * transaction. */
+    MDB_cursor *append_cur[DB_COUNT];
     /* Decrypted op records of a sealed store, freed when the transaction ends (seal.c). */
     struct mesh_rec_arena *arena;
 };
@@ -53,7 +57,11 @@ struct mesh_txn {
 static inline int put_seq(mesh_txn *t, int db, MDB_val *k, MDB_val *v, unsigned flags)
 {
     if (!t->no_append[db]) {
-        int rc = mdb_put(t->txn, t->s->dbi[db], k, v, flags | MDB_APPEND);
+        if (t->append_cur[db] == NULL) {
+            int crc = mdb_cursor_open(t->txn, t->s->dbi[db], &t->append_cur[db]);
+            if (crc != 0) return crc;
+        }
+        int rc = mdb_cursor_put(t->append_cur[db], k, v, flags | MDB_APPEND);
         if (rc != MDB_KEYEXIST) return rc;
         t->no_append[db] = true;
     }
