@@ -48,8 +48,9 @@ static int verify_sig(const item *it)
  * A batch is stored slice by slice, in stream order. Routing, decoding and hashing need no
  * transaction, so for a large batch a helper thread shares them: it reads the leading fields of
  * the second half of the records while this thread reads the first, then, once this thread has
- * sorted them, prepares slice k+1 while this thread stores slice k. The result does not depend
- * on the timing: a slice is stored only once it is wholly prepared.
+ * sorted them, both threads take slices to prepare in turn, and this thread stores each one, in
+ * order, once it is ready. The result does not depend on the timing: a slice is stored only
+ * once it is wholly prepared.
  */
 typedef struct prep {
     item *items;
@@ -132,8 +133,8 @@ static void *prep_main(void *arg)
     pthread_cond_broadcast(&p->cv);
     while (!p->sorted && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
-    /* Take the next slice nobody has taken; the storing thread takes one itself rather than
-     * wait, so neither thread idles while there is work. */
+    /* Take the next slice nobody has taken; the storing thread does the same whenever the
+     * slice it needs is not ready (slice_take), so neither thread idles while there is work. */
     for (;;) {
         pthread_mutex_lock(&p->mu);
         size_t sl = p->claimed;
@@ -664,22 +665,31 @@ static void route(ingest *g, prep *p)
     }
 }
 
-/* Returns once slice `sl` is prepared: by the helper, or by this thread if the helper has not
- * taken it yet (rather than wait). */
+/* Returns once slice `sl` is prepared. While the helper is still preparing it, this thread
+ * prepares the next slice nobody has taken rather than wait: both threads keep preparing, and
+ * this one stores whenever the slice next in order is ready. */
 static void slice_take(prep *p, size_t sl)
 {
-    bool mine = !p->threaded;
-    if (p->threaded) {
-        pthread_mutex_lock(&p->mu);
-        if (p->claimed == sl) {
-            p->claimed++;
-            mine = true;
-        } else {
-            while (!p->done[sl]) pthread_cond_wait(&p->cv, &p->mu);
-        }
-        pthread_mutex_unlock(&p->mu);
+    if (!p->threaded) {
+        prep_slice(p, sl);
+        return;
     }
-    if (mine) prep_slice(p, sl);
+    pthread_mutex_lock(&p->mu);
+    while (!p->done[sl]) {
+        size_t next = p->claimed;
+        if (next >= p->nslices) {
+            pthread_cond_wait(&p->cv, &p->mu);
+            continue;
+        }
+        /* Slices are taken in order and every one before `sl` is stored: next >= sl. */
+        MESH_ASSERT(next >= sl);
+        p->claimed++;
+        pthread_mutex_unlock(&p->mu);
+        prep_slice(p, next);
+        pthread_mutex_lock(&p->mu);
+        p->done[next] = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
 }
 
 int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest_mode mode,
