@@ -101,6 +101,9 @@
 #define MESH_INGEST_SLICE_MIN 256u
 #define MESH_INGEST_SLICE_MAX 1024u
 #define MESH_INGEST_PARALLEL_MIN 512u
+/* A store keeps the item arrays of its last batch (~1.3 KB an op) for the next one, for
+ * batches up to this many ops; a larger batch allocates its own and frees them after. */
+#define MESH_INGEST_SCRATCH_OPS 16384u
 /* Sessions a node runs at once, and peers it tracks. */
 #define MESH_SESSIONS_MAX 16u
 #define MESH_PEERS_MAX 256u

@@ -63,10 +63,8 @@ typedef struct prep {
     item **order;        /* every record that peeked well, in stream order */
     size_t m;
     size_t nslices;
-    bool threaded;       /* a helper thread runs (prep_start) */
-    pthread_t helper;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    bool threaded;       /* the store's helper thread works on this batch (prep_start) */
+    struct mesh_ingest_pool *pool;
     bool peeked;         /* the helper's half is peeked */
     bool sorted;         /* order, m and nslices are set: the helper may prepare slices */
     size_t slice;        /* ops per slice */
@@ -76,6 +74,25 @@ typedef struct prep {
     size_t *first_bad;   /* per slice: position (in order) of its first bad record, or SIZE_MAX */
     char (*msg)[256];    /* per slice: why that record is bad */
 } prep;
+
+/*
+ * What a store keeps between ingests: its helper thread, started by the first batch that needs
+ * it and parked between batches (LMDB runs one write transaction at a time, so one ingest at a
+ * time uses it), and the item arrays of the last batch, so that a steady stream of batches
+ * neither starts a thread nor faults in fresh pages for each one. `mu` and `cv` also guard the
+ * progress of the batch in hand (the prep fields the two threads share).
+ */
+struct mesh_ingest_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    pthread_t thread;
+    bool running;        /* the thread was started */
+    bool quit;           /* mesh_store_close: the thread ends */
+    prep *job;           /* the batch the helper works on; NULL between batches */
+    item *items;         /* scratch for batches up to MESH_INGEST_SCRATCH_OPS */
+    item **order;
+    size_t cap;
+};
 
 /* Routes records [from, to) to their streams by their leading fields. */
 static void peek_range(prep *p, int half, size_t from, size_t to)
@@ -124,31 +141,113 @@ static void prep_slice(prep *p, size_t sl)
     }
 }
 
-static void *prep_main(void *arg)
+/* The helper's part of one batch: the second half of the routing, then slices until none is
+ * left or the storing thread gives up. */
+static void prep_help(prep *p)
 {
-    prep *p = arg;
+    struct mesh_ingest_pool *pool = p->pool;
     peek_range(p, 1, p->mid, p->n);
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&pool->mu);
     p->peeked = true;
-    pthread_cond_broadcast(&p->cv);
-    while (!p->sorted && !p->stop) pthread_cond_wait(&p->cv, &p->mu);
-    pthread_mutex_unlock(&p->mu);
+    pthread_cond_broadcast(&pool->cv);
+    while (!p->sorted && !p->stop) pthread_cond_wait(&pool->cv, &pool->mu);
     /* Take the next slice nobody has taken; the storing thread does the same whenever the
      * slice it needs is not ready (slice_take), so neither thread idles while there is work. */
-    for (;;) {
-        pthread_mutex_lock(&p->mu);
-        size_t sl = p->claimed;
-        bool go = !p->stop && sl < p->nslices;
-        if (go) p->claimed++;
-        pthread_mutex_unlock(&p->mu);
-        if (!go) break;
+    while (!p->stop && p->claimed < p->nslices) {
+        size_t sl = p->claimed++;
+        pthread_mutex_unlock(&pool->mu);
         prep_slice(p, sl);
-        pthread_mutex_lock(&p->mu);
+        pthread_mutex_lock(&pool->mu);
         p->done[sl] = 1;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+        pthread_cond_broadcast(&pool->cv);
     }
+    pthread_mutex_unlock(&pool->mu);
+}
+
+static void *helper_main(void *arg)
+{
+    struct mesh_ingest_pool *pool = arg;
+    pthread_mutex_lock(&pool->mu);
+    for (;;) {
+        while (pool->job == NULL && !pool->quit) pthread_cond_wait(&pool->cv, &pool->mu);
+        if (pool->quit) break;
+        prep *p = pool->job;
+        pthread_mutex_unlock(&pool->mu);
+        prep_help(p);
+        pthread_mutex_lock(&pool->mu);
+        pool->job = NULL;
+        pthread_cond_broadcast(&pool->cv);
+    }
+    pthread_mutex_unlock(&pool->mu);
     return NULL;
+}
+
+static struct mesh_ingest_pool *pool_get(mesh_store *s)
+{
+    if (s->pool != NULL) return s->pool;
+    struct mesh_ingest_pool *pool = calloc(1, sizeof *pool);
+    if (pool == NULL) return NULL;
+    if (pthread_mutex_init(&pool->mu, NULL) != 0) {
+        free(pool);
+        return NULL;
+    }
+    if (pthread_cond_init(&pool->cv, NULL) != 0) {
+        pthread_mutex_destroy(&pool->mu);
+        free(pool);
+        return NULL;
+    }
+    s->pool = pool;
+    return pool;
+}
+
+void mesh_ingest_pool_free(struct mesh_ingest_pool *pool)
+{
+    if (pool == NULL) return;
+    if (pool->running) {
+        pthread_mutex_lock(&pool->mu);
+        MESH_ASSERT(pool->job == NULL);
+        pool->quit = true;
+        pthread_cond_broadcast(&pool->cv);
+        pthread_mutex_unlock(&pool->mu);
+        pthread_join(pool->thread, NULL);
+    }
+    pthread_cond_destroy(&pool->cv);
+    pthread_mutex_destroy(&pool->mu);
+    free(pool->items);
+    free(pool->order);
+    free(pool);
+}
+
+/* Item arrays for `n` records: the pool's, grown as needed, for batches up to
+ * MESH_INGEST_SCRATCH_OPS; a batch larger than that gets its own (*owned), freed after it, so
+ * a rare huge batch does not pin its memory for the store's lifetime. */
+static int scratch_get(struct mesh_ingest_pool *pool, size_t n, item **items, item ***order,
+                       bool *owned)
+{
+    size_t want = n ? n : 1;
+    *owned = pool == NULL || n > MESH_INGEST_SCRATCH_OPS;
+    if (!*owned && want <= pool->cap) {
+        *items = pool->items;
+        *order = pool->order;
+        return MESH_OK;
+    }
+    item *it = malloc(sizeof *it * want);
+    item **ord = malloc(sizeof *ord * want);
+    if (it == NULL || ord == NULL) {
+        free(it);
+        free(ord);
+        return mesh_err(MESH_ENOMEM, "out of memory ingesting %zu ops", n);
+    }
+    if (!*owned) {
+        free(pool->items);
+        free(pool->order);
+        pool->items = it;
+        pool->order = ord;
+        pool->cap = want;
+    }
+    *items = it;
+    *order = ord;
+    return MESH_OK;
 }
 
 typedef struct ingest {
@@ -597,36 +696,37 @@ out:
 #undef gi
 }
 
-/* Starts the helper thread for a large batch; without it (a small batch, or no thread to be
- * had) this thread does all the preparing, with the same result. */
+/* Hands a large batch to the store's helper thread, starting it if need be; without it (a
+ * small batch, or no thread to be had) this thread does all the preparing, with the same
+ * result. */
 static void prep_start(prep *p)
 {
+    struct mesh_ingest_pool *pool = p->pool;
     p->threaded = false;
-    if (p->n < MESH_INGEST_PARALLEL_MIN || pthread_mutex_init(&p->mu, NULL) != 0) return;
-    if (pthread_cond_init(&p->cv, NULL) != 0) {
-        pthread_mutex_destroy(&p->mu);
-        return;
+    if (p->n < MESH_INGEST_PARALLEL_MIN || pool == NULL) return;
+    if (!pool->running) {
+        if (pthread_create(&pool->thread, NULL, helper_main, pool) != 0) return;
+        pool->running = true;
     }
+    pthread_mutex_lock(&pool->mu);
+    MESH_ASSERT(pool->job == NULL);
     p->mid = p->n / 2;
-    if (pthread_create(&p->helper, NULL, prep_main, p) != 0) {
-        pthread_cond_destroy(&p->cv);
-        pthread_mutex_destroy(&p->mu);
-        p->mid = p->n;
-        return;
-    }
     p->threaded = true;
+    pool->job = p;
+    pthread_cond_broadcast(&pool->cv);
+    pthread_mutex_unlock(&pool->mu);
 }
 
+/* Stops the helper's work on this batch and waits until it has let go of it. */
 static void prep_stop(prep *p)
 {
     if (!p->threaded) return;
-    pthread_mutex_lock(&p->mu);
+    struct mesh_ingest_pool *pool = p->pool;
+    pthread_mutex_lock(&pool->mu);
     p->stop = true;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    pthread_join(p->helper, NULL);
-    pthread_cond_destroy(&p->cv);
-    pthread_mutex_destroy(&p->mu);
+    pthread_cond_broadcast(&pool->cv);
+    while (pool->job == p) pthread_cond_wait(&pool->cv, &pool->mu);
+    pthread_mutex_unlock(&pool->mu);
 }
 
 /* Routes each record to its stream by its leading fields (rejecting those that cannot be read),
@@ -635,9 +735,9 @@ static void route(ingest *g, prep *p)
 {
     peek_range(p, 0, 0, p->mid);
     if (p->threaded) {
-        pthread_mutex_lock(&p->mu);
-        while (!p->peeked) pthread_cond_wait(&p->cv, &p->mu);
-        pthread_mutex_unlock(&p->mu);
+        pthread_mutex_lock(&p->pool->mu);
+        while (!p->peeked) pthread_cond_wait(&p->pool->cv, &p->pool->mu);
+        pthread_mutex_unlock(&p->pool->mu);
     } else {
         peek_range(p, 1, p->mid, p->n);
     }
@@ -658,10 +758,10 @@ static void route(ingest *g, prep *p)
     if (!sorted) qsort(p->order, p->m, sizeof *p->order, item_cmp);
     p->nslices = (p->m + p->slice - 1) / p->slice;
     if (p->threaded) {
-        pthread_mutex_lock(&p->mu);
+        pthread_mutex_lock(&p->pool->mu);
         p->sorted = true;
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+        pthread_cond_broadcast(&p->pool->cv);
+        pthread_mutex_unlock(&p->pool->mu);
     }
 }
 
@@ -674,22 +774,23 @@ static void slice_take(prep *p, size_t sl)
         prep_slice(p, sl);
         return;
     }
-    pthread_mutex_lock(&p->mu);
+    struct mesh_ingest_pool *pool = p->pool;
+    pthread_mutex_lock(&pool->mu);
     while (!p->done[sl]) {
         size_t next = p->claimed;
         if (next >= p->nslices) {
-            pthread_cond_wait(&p->cv, &p->mu);
+            pthread_cond_wait(&pool->cv, &pool->mu);
             continue;
         }
         /* Slices are taken in order and every one before `sl` is stored: next >= sl. */
         MESH_ASSERT(next >= sl);
         p->claimed++;
-        pthread_mutex_unlock(&p->mu);
+        pthread_mutex_unlock(&pool->mu);
         prep_slice(p, next);
-        pthread_mutex_lock(&p->mu);
+        pthread_mutex_lock(&pool->mu);
         p->done[next] = 1;
     }
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&pool->mu);
 }
 
 int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest_mode mode,
@@ -705,8 +806,14 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
         trc = mesh_store_roster_get(t, &g.roster);
     }
     if (trc != MESH_OK && trc != MESH_ENOTFOUND) return trc;
-    item *items = malloc(sizeof *items * (n ? n : 1));
-    item **order = malloc(sizeof *order * (n ? n : 1));
+    struct mesh_ingest_pool *pool = pool_get(t->s);  /* NULL (no memory): do without */
+    item *items = NULL, **order = NULL;
+    bool owned;
+    int rc = scratch_get(pool, n, &items, &order, &owned);
+    if (rc != MESH_OK) {
+        mesh_team_free(g.roster);
+        return rc;
+    }
     /* Slices of an eighth of the batch, within bounds: enough of them to overlap the two
      * threads' work, few enough that the per-slice signature checks stay cheap. */
     size_t slice = n / 8 < MESH_INGEST_SLICE_MIN   ? MESH_INGEST_SLICE_MIN
@@ -714,16 +821,17 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
                                                    : n / 8;
     size_t nslices = (n + slice - 1) / slice;
     prep p = {.items = items, .recs = recs, .n = n, .mid = n, .team_on = g.team_on,
-              .order = order, .nslices = nslices, .slice = slice,
+              .order = order, .nslices = nslices, .slice = slice, .pool = pool,
               .done = calloc(nslices ? nslices : 1, 1),
               .first_bad = malloc(sizeof *p.first_bad * (nslices ? nslices : 1)),
               .msg = malloc(sizeof *p.msg * (nslices ? nslices : 1))};
     memcpy(p.authority, g.authority, MESH_KEY_BYTES);
     item **good = malloc(sizeof *good * slice);
-    if (items == NULL || order == NULL || p.first_bad == NULL || p.msg == NULL ||
-        p.done == NULL || good == NULL) {
-        free(items);
-        free(order);
+    if (p.first_bad == NULL || p.msg == NULL || p.done == NULL || good == NULL) {
+        if (owned) {
+            free(items);
+            free(order);
+        }
         free(p.first_bad);
         free(p.msg);
         free(p.done);
@@ -734,7 +842,6 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
 
     prep_start(&p);
     route(&g, &p);
-    int rc = MESH_OK;
     for (size_t sl = 0; sl < p.nslices && rc == MESH_OK; sl++) {
         slice_take(&p, sl);
         size_t from = sl * slice, ng = 0;
@@ -756,8 +863,10 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     }
     prep_stop(&p);
     free(good);
-    free(order);
-    free(items);
+    if (owned) {
+        free(order);
+        free(items);
+    }
     free(p.first_bad);
     free(p.msg);
     free(p.done);

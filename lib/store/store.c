@@ -153,6 +153,7 @@ void mesh_store_close(mesh_store *s)
 {
     if (s == NULL) return;
     if (s->env) mdb_env_close(s->env);
+    mesh_ingest_pool_free(s->pool);
     mesh_store_seal_close(s);
     free(s);
 }

@@ -30,7 +30,11 @@ struct mesh_store {
     char dir[4096];
     bool sealed;                 /* op records are encrypted (seal.c) */
     struct mesh_seal *seal;      /* their key; NULL until mesh_store_seal_open() */
+    struct mesh_ingest_pool *pool; /* the ingest's helper thread and scratch; NULL until used */
 };
+
+/* Ends the ingest helper thread and frees the scratch memory a store keeps (ingest.c). */
+void mesh_ingest_pool_free(struct mesh_ingest_pool *pool);
 
 struct mesh_txn {
     mesh_store *s;
