@@ -299,18 +299,26 @@ static void summary_of(const mesh_op *op, summary *s)
 
 size_t mesh_state_fresh(const mesh_op *op, uint8_t out[MESH_STATE_FRESH_BYTES_MAX])
 {
-    summary s;
-    summary_of(op, &s);
-    mesh_state st;
-    st.flags = op->kind == MESH_OP_DELETE ? MESH_STATE_DELETED : 0;
-    memcpy(st.entity, op->entity, 16);
-    st.max_rv = op->row_version;
-    set_winner(&st, &s);
-    st.nheads = 1;
-    st.heads[0] = s.h;
-    size_t len;
-    mesh_state_encode(&st, out, MESH_STATE_FRESH_BYTES_MAX, &len);
-    return len;
+    /* What mesh_state_encode writes for the state of this op alone, written straight from the
+     * op (every op of a bulk ingest goes through here): the op is the one head and the winner,
+     * so the record is in the head-wins format. */
+    MESH_ASSERT(op->type_len <= MESH_TYPE_BYTES_MAX && op->parents_count <= MESH_PARENTS_MAX);
+    mesh_head h = {.ref.row_version = op->row_version, .hlc = op->hlc};
+    memcpy(h.ref.author, op->author, MESH_KEY_BYTES);
+    uint8_t *p = out;
+    *p++ = STATE_FORMAT_HEAD_WINS;
+    *p++ = op->kind == MESH_OP_DELETE ? MESH_STATE_DELETED : 0;
+    *p++ = (uint8_t)op->type_len;
+    memcpy(p, op->type, op->type_len);
+    p += op->type_len;
+    mesh_be32_put(p, op->row_version);
+    p += 4;
+    *p++ = (uint8_t)op->parents_count;
+    memcpy(p, op->parents, 16 * (size_t)op->parents_count);
+    p += 16 * (size_t)op->parents_count;
+    *p++ = 1;
+    p = put_head(p, &h);
+    return (size_t)(p - out);
 }
 
 int mesh_state_apply(mesh_txn *t, const mesh_op *op, const uint8_t *fresh, size_t fresh_len)

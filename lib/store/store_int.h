@@ -156,9 +156,8 @@ int mesh_state_apply(mesh_txn *t, const mesh_op *op, const uint8_t *fresh, size_
 
 /* The state record the op alone gives (what mesh_state_apply inserts for an entity not held
  * yet): pure, so an ingest prepares it off the storing thread. Returns its length. */
-/* (Room for a winner too: mesh_state_encode asks for it before it knows it can omit it.) */
 #define MESH_STATE_FRESH_BYTES_MAX                                                                \
-    (3 + MESH_TYPE_BYTES_MAX + 4 + 44 + 1 + MESH_PARENTS_MAX * 16 + 1 + 44)
+    (3 + MESH_TYPE_BYTES_MAX + 4 + 1 + MESH_PARENTS_MAX * 16 + 1 + 44)
 size_t mesh_state_fresh(const mesh_op *op, uint8_t out[MESH_STATE_FRESH_BYTES_MAX]);
 
 #endif
