@@ -23,6 +23,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 typedef struct item {
     mesh_op op;
@@ -55,17 +56,16 @@ static int verify_sig(const item *it)
 typedef struct prep {
     item *items;
     const mesh_oprec *recs;
-    size_t n, mid;       /* the helper peeks records [mid, n) */
+    size_t n;
     uint8_t authority[MESH_KEY_BYTES];
     bool team_on;
-    size_t peek_bad[2];  /* per half: index of its first record that does not peek, or SIZE_MAX */
-    char peek_msg[2][256];
+    size_t peek_next;    /* records [0, peek_next) are taken for peeking, in PEEK_CHUNK runs */
+    size_t peeked;       /* how many records are peeked */
     item **order;        /* every record that peeked well, in stream order */
     size_t m;
     size_t nslices;
     bool threaded;       /* the store's helper thread works on this batch (prep_start) */
     struct mesh_ingest_pool *pool;
-    bool peeked;         /* the helper's half is peeked */
     bool sorted;         /* order, m and nslices are set: the helper may prepare slices */
     size_t slice;        /* ops per slice */
     size_t claimed;      /* slices [0, claimed) are taken by one thread or the other */
@@ -94,28 +94,43 @@ struct mesh_ingest_pool {
     size_t cap;
 };
 
-/* Routes records [from, to) to their streams by their leading fields. */
-static void peek_range(prep *p, int half, size_t from, size_t to)
+/* Records are peeked in runs of this many, taken by either thread: whichever is free first
+ * does more, so neither waits on the other to wake up. */
+#define PEEK_CHUNK 256u
+
+/* Routes records [from, to) to their streams by their leading fields. A record that cannot be
+ * read is marked bad; route() asks again for the message of the first one. */
+static void peek_range(prep *p, size_t from, size_t to)
 {
     mesh_sid_memo memo = {0};
-    p->peek_bad[half] = SIZE_MAX;
     for (size_t i = from; i < to; i++) {
         item *it = &p->items[i];
         it->rec = p->recs[i];
         it->idx = i;
         it->from_pending = false;
         it->bad = mesh_op_peek(it->rec.op, it->rec.op_len, &it->op);
-        if (it->bad != MESH_OK) {
-            if (p->peek_bad[half] == SIZE_MAX) {
-                p->peek_bad[half] = i;
-                snprintf(p->peek_msg[half], sizeof p->peek_msg[half],
-                         "op %zu of the batch is malformed: %s", i, mesh_errmsg());
-            }
-            continue;
-        }
+        if (it->bad != MESH_OK) continue;
         it->sid = mesh_stream_id_memo(&memo, it->op.author, it->op.scope, it->op.scope_len);
         it->auth = p->team_on && memcmp(it->op.author, p->authority, MESH_KEY_BYTES) == 0;
     }
+}
+
+/* Peeks runs of records nobody has taken until none is left (called by both threads). */
+static void peek_share(prep *p)
+{
+    struct mesh_ingest_pool *pool = p->pool;
+    pthread_mutex_lock(&pool->mu);
+    while (p->peek_next < p->n) {
+        size_t from = p->peek_next;
+        size_t to = p->n - from > PEEK_CHUNK ? from + PEEK_CHUNK : p->n;
+        p->peek_next = to;
+        pthread_mutex_unlock(&pool->mu);
+        peek_range(p, from, to);
+        pthread_mutex_lock(&pool->mu);
+        p->peeked += to - from;
+        if (p->peeked == p->n) pthread_cond_broadcast(&pool->cv);
+    }
+    pthread_mutex_unlock(&pool->mu);
 }
 
 static void prep_slice(prep *p, size_t sl)
@@ -141,15 +156,13 @@ static void prep_slice(prep *p, size_t sl)
     }
 }
 
-/* The helper's part of one batch: the second half of the routing, then slices until none is
+/* The helper's part of one batch: its share of the routing, then slices until none is
  * left or the storing thread gives up. */
 static void prep_help(prep *p)
 {
     struct mesh_ingest_pool *pool = p->pool;
-    peek_range(p, 1, p->mid, p->n);
+    peek_share(p);
     pthread_mutex_lock(&pool->mu);
-    p->peeked = true;
-    pthread_cond_broadcast(&pool->cv);
     while (!p->sorted && !p->stop) pthread_cond_wait(&pool->cv, &pool->mu);
     /* Take the next slice nobody has taken; the storing thread does the same whenever the
      * slice it needs is not ready (slice_take), so neither thread idles while there is work. */
@@ -710,7 +723,6 @@ static void prep_start(prep *p)
     }
     pthread_mutex_lock(&pool->mu);
     MESH_ASSERT(pool->job == NULL);
-    p->mid = p->n / 2;
     p->threaded = true;
     pool->job = p;
     pthread_cond_broadcast(&pool->cv);
@@ -733,23 +745,29 @@ static void prep_stop(prep *p)
  * then sorts them into stream order and lets the helper go on to slices. */
 static void route(ingest *g, prep *p)
 {
-    peek_range(p, 0, 0, p->mid);
     if (p->threaded) {
+        peek_share(p);
         pthread_mutex_lock(&p->pool->mu);
-        while (!p->peeked) pthread_cond_wait(&p->pool->cv, &p->pool->mu);
+        while (p->peeked < p->n) pthread_cond_wait(&p->pool->cv, &p->pool->mu);
         pthread_mutex_unlock(&p->pool->mu);
     } else {
-        peek_range(p, 1, p->mid, p->n);
+        peek_range(p, 0, p->n);
     }
     for (size_t i = 0; i < p->n; i++) {
-        if (p->items[i].bad == MESH_OK) {
-            p->order[p->m++] = &p->items[i];
+        item *it = &p->items[i];
+        if (it->bad == MESH_OK) {
+            p->order[p->m++] = it;
             continue;
         }
         g->rep->rejected++;
-        reject(g, p->items[i].bad, i == p->peek_bad[0]   ? p->peek_msg[0]
-                                 : i == p->peek_bad[1] ? p->peek_msg[1]
-                                                       : "");
+        char msg[256] = "";
+        if (g->rep->first_error == 0) {
+            /* The first rejection's message: peek it again, on this thread, to have it. */
+            mesh_op o;
+            (void)mesh_op_peek(it->rec.op, it->rec.op_len, &o);
+            snprintf(msg, sizeof msg, "op %zu of the batch is malformed: %s", i, mesh_errmsg());
+        }
+        reject(g, it->bad, msg);
     }
     /* Peers send each stream oldest first, so a batch is often in order already. */
     bool sorted = true;
@@ -820,7 +838,7 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
                    : n / 8 > MESH_INGEST_SLICE_MAX ? MESH_INGEST_SLICE_MAX
                                                    : n / 8;
     size_t nslices = (n + slice - 1) / slice;
-    prep p = {.items = items, .recs = recs, .n = n, .mid = n, .team_on = g.team_on,
+    prep p = {.items = items, .recs = recs, .n = n, .team_on = g.team_on,
               .order = order, .nslices = nslices, .slice = slice, .pool = pool,
               .done = calloc(nslices ? nslices : 1, 1),
               .first_bad = malloc(sizeof *p.first_bad * (nslices ? nslices : 1)),
