@@ -98,7 +98,7 @@
  * order; from MESH_INGEST_PARALLEL_MIN ops on, a helper thread decodes and hashes slices ahead
  * of the one being stored (below that, the thread costs more than it saves). A stream run is
  * authenticated by the signature at its end within each slice. */
-#define MESH_INGEST_SLICE_MIN 256u
+#define MESH_INGEST_SLICE_MIN 512u
 #define MESH_INGEST_SLICE_MAX 1024u
 #define MESH_INGEST_PARALLEL_MIN 512u
 /* A store keeps the item arrays of its last batch (~1.3 KB an op) for the next one, for
