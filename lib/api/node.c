@@ -344,45 +344,7 @@ const char *mesh_node_scope(const mesh_node *n) { return n->scope; }
 
 int mesh_node_append(mesh_node *n, mesh_txn *t, mesh_op *op)
 {
-    uint64_t last, seen;
-    int rc = mesh_store_meta_get_u64(t, "hlc", &last);
-    if (rc == MESH_OK) rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen);
-    if (rc != MESH_OK) return rc;
-    uint64_t now = mesh_node_now_ms(n);
-    op->hlc = mesh_hlc_tick(mesh_hlc_observe(last, seen, now), now);
-    if ((rc = mesh_store_meta_put_u64(t, "hlc", op->hlc)) != MESH_OK) return rc;
-
-    mesh_stream st;
-    rc = mesh_store_stream_get(t, n->sid, &st);
-    if (rc == MESH_ENOTFOUND) {
-        st.seq = 0;
-        memset(st.tip, 0, sizeof st.tip);
-    } else if (rc != MESH_OK) {
-        return rc;
-    }
-    memcpy(op->author, n->id.pk, MESH_KEY_BYTES);
-    op->scope = n->scope;
-    op->scope_len = n->scope_len;
-    op->seq = st.seq + 1;
-    memcpy(op->prev, st.tip, MESH_HASH_BYTES);
-
-    mesh_buf enc;
-    mesh_buf_init(&enc, MESH_OP_BYTES_MAX);
-    rc = mesh_op_encode(op, &enc);
-    if (rc != MESH_OK) {
-        mesh_buf_fini(&enc);
-        return rc;
-    }
-    uint8_t hash[MESH_HASH_BYTES], sig[MESH_SIGNATURE_BYTES];
-    mesh_op_hash(enc.data, enc.len, hash);
-    mesh_sign(&n->id, MESH_DOMAIN_OP, hash, sizeof hash, sig);
-    mesh_oprec rec = {.op = enc.data, .op_len = enc.len, .sig = sig};
-    mesh_ingest_report rep = {0};
-    rc = mesh_store_ingest(t, &rec, 1, MESH_INGEST_ATOMIC, &rep);
-    mesh_buf_fini(&enc);
-    if (rc == MESH_OK && rep.applied != 1)
-        rc = mesh_err(MESH_EINTERNAL, "a local op was not applied: %s", rep.first_error_msg);
-    return rc;
+    return mesh_store_append(t, &n->id, n->scope, mesh_node_now_ms(n), op, NULL);
 }
 
 static int status_fn(mesh_txn *t, void *ctx)

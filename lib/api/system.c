@@ -129,7 +129,7 @@ int mesh_sysbatch_flush(mesh_sysbatch *b, mesh_txn *t)
                                .op_len = b->lens[i]};
     mesh_ingest_report rep = {0};
     int rc = mesh_store_meta_put_u64(t, "hlc", b->hlc);
-    if (rc == MESH_OK) rc = mesh_store_ingest(t, recs, b->count, MESH_INGEST_ATOMIC, &rep);
+    if (rc == MESH_OK) rc = mesh_store_ingest(t, recs, b->count, MESH_INGEST_LOCAL, &rep);
     if (rc == MESH_OK && rep.applied != b->count)
         rc = mesh_err(MESH_EINTERNAL, "%" PRIu64 " of %zu system ops were applied: %s",
                       rep.applied, b->count, rep.first_error_msg);

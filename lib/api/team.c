@@ -69,49 +69,6 @@ static int authority_load(const mesh_node *n, mesh_identity *id)
     return rc;
 }
 
-/* Appends `op` to the stream (id, scope), signed with `id`, in transaction t (as
- * mesh_node_append does for the node's own stream). */
-static int append_as(mesh_node *n, mesh_txn *t, const mesh_identity *id, const char *scope,
-                     mesh_op *op)
-{
-    uint64_t last, seen;
-    int rc = mesh_store_meta_get_u64(t, "hlc", &last);
-    if (rc == MESH_OK) rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen);
-    if (rc != MESH_OK) return rc;
-    uint64_t now = mesh_node_now_ms(n);
-    op->hlc = mesh_hlc_tick(mesh_hlc_observe(last, seen, now), now);
-    if ((rc = mesh_store_meta_put_u64(t, "hlc", op->hlc)) != MESH_OK) return rc;
-    size_t sl = strlen(scope);
-    mesh_stream st;
-    rc = mesh_store_stream_get(t, mesh_stream_id(id->pk, scope, sl), &st);
-    if (rc == MESH_ENOTFOUND) {
-        st.seq = 0;
-        memset(st.tip, 0, sizeof st.tip);
-    } else if (rc != MESH_OK) {
-        return rc;
-    }
-    memcpy(op->author, id->pk, MESH_KEY_BYTES);
-    op->scope = scope;
-    op->scope_len = sl;
-    op->seq = st.seq + 1;
-    memcpy(op->prev, st.tip, MESH_HASH_BYTES);
-    mesh_buf enc;
-    mesh_buf_init(&enc, MESH_OP_BYTES_MAX);
-    rc = mesh_op_encode(op, &enc);
-    if (rc == MESH_OK) {
-        uint8_t hash[MESH_HASH_BYTES], sig[MESH_SIG_BYTES];
-        mesh_op_hash(enc.data, enc.len, hash);
-        mesh_sign(id, MESH_DOMAIN_OP, hash, sizeof hash, sig);
-        mesh_oprec rec = {.op = enc.data, .op_len = enc.len, .sig = sig};
-        mesh_ingest_report rep = {0};
-        rc = mesh_store_ingest(t, &rec, 1, MESH_INGEST_ATOMIC, &rep);
-        if (rc == MESH_OK && rep.applied != 1)
-            rc = mesh_err(MESH_EINTERNAL, "a roster op was not applied: %s", rep.first_error_msg);
-    }
-    mesh_buf_fini(&enc);
-    return rc;
-}
-
 /* Signs and stores roster `team` (its version already set) in the authority's stream. */
 static int roster_append(mesh_node *n, mesh_txn *t, const mesh_identity *auth,
                          const mesh_team *team)
@@ -137,7 +94,7 @@ static int roster_append(mesh_node *n, mesh_txn *t, const mesh_identity *auth,
     }
     op.body = body.data;
     op.body_len = body.len;
-    rc = append_as(n, t, auth, team->root, &op);
+    rc = mesh_store_append(t, auth, team->root, mesh_node_now_ms(n), &op, NULL);
     mesh_buf_fini(&body);
     return rc;
 }

@@ -17,6 +17,7 @@
 #include "store/store_int.h"
 
 #include "crypto/crypto.h"
+#include "model/hlc.h"
 #include "store/seal_int.h"
 #include "store/team.h"
 
@@ -59,6 +60,7 @@ typedef struct prep {
     size_t n;
     uint8_t authority[MESH_KEY_BYTES];
     bool team_on;
+    bool signed_here;    /* MESH_INGEST_LOCAL: the signatures were just made by this process */
     size_t peek_next;    /* records [0, peek_next) are taken for peeking, in PEEK_CHUNK runs */
     size_t peeked;       /* how many records are peeked */
     item **order;        /* every record that peeked well, in stream order */
@@ -147,7 +149,9 @@ static void prep_slice(prep *p, size_t sl)
             it->fresh_len = (uint16_t)mesh_state_fresh(&it->op, it->fresh);
             /* The last op of a stream in the slice usually ends its run there: check its
              * signature here, off the storing thread. */
-            if (k + 1 == to || p->order[k + 1]->sid != it->sid) it->sig = verify_sig(it) ? -1 : 1;
+            if (p->signed_here) it->sig = 1;
+            else if (k + 1 == to || p->order[k + 1]->sid != it->sid)
+                it->sig = verify_sig(it) ? -1 : 1;
         } else if (p->first_bad[sl] == SIZE_MAX) {
             p->first_bad[sl] = k;
             snprintf(p->msg[sl], sizeof p->msg[sl], "op %zu of the batch is malformed: %s",
@@ -839,6 +843,7 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
                                                    : n / 8;
     size_t nslices = (n + slice - 1) / slice;
     prep p = {.items = items, .recs = recs, .n = n, .team_on = g.team_on,
+              .signed_here = mode == MESH_INGEST_LOCAL,
               .order = order, .nslices = nslices, .slice = slice, .pool = pool,
               .done = calloc(nslices ? nslices : 1, 1),
               .first_bad = malloc(sizeof *p.first_bad * (nslices ? nslices : 1)),
@@ -890,12 +895,57 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     free(p.done);
     if (rc == MESH_OK && g.roster_changed) rc = mesh_store_team_enforce(t, g.roster, NULL);
     mesh_team_free(g.roster);
-    if (rc == MESH_OK && g.hlc_max) {
+    /* A node's own ops move its clock through mesh_store_append, not through hlc_seen. */
+    if (rc == MESH_OK && g.hlc_max && mode != MESH_INGEST_LOCAL) {
         uint64_t seen;
         rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen);
         if (rc == MESH_OK && g.hlc_max > seen) rc = mesh_store_meta_put_u64(t, "hlc_seen", g.hlc_max);
     }
-    if (rc == MESH_OK && mode == MESH_INGEST_ATOMIC && g.first_err != MESH_OK)
+    if (rc == MESH_OK && mode != MESH_INGEST_PARTIAL && g.first_err != MESH_OK)
         return mesh_err(g.first_err, "%s", rep->first_error_msg);
+    return rc;
+}
+
+int mesh_store_append(mesh_txn *t, const mesh_identity *id, const char *scope, uint64_t now_ms,
+                      mesh_op *op, uint8_t hash[MESH_HASH_BYTES])
+{
+    uint64_t last, seen;
+    int rc = mesh_store_meta_get_u64(t, "hlc", &last);
+    if (rc == MESH_OK) rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen);
+    if (rc != MESH_OK) return rc;
+    op->hlc = mesh_hlc_tick(mesh_hlc_observe(last, seen, now_ms), now_ms);
+    if ((rc = mesh_store_meta_put_u64(t, "hlc", op->hlc)) != MESH_OK) return rc;
+
+    size_t sl = strlen(scope);
+    mesh_stream st;
+    rc = mesh_store_stream_get(t, mesh_stream_id(id->pk, scope, sl), &st);
+    if (rc == MESH_ENOTFOUND) {
+        st.seq = 0;
+        memset(st.tip, 0, sizeof st.tip);
+    } else if (rc != MESH_OK) {
+        return rc;
+    }
+    memcpy(op->author, id->pk, MESH_KEY_BYTES);
+    op->scope = scope;
+    op->scope_len = sl;
+    op->seq = st.seq + 1;
+    memcpy(op->prev, st.tip, MESH_HASH_BYTES);
+
+    mesh_buf enc;
+    mesh_buf_init(&enc, MESH_OP_BYTES_MAX);
+    rc = mesh_op_encode(op, &enc);
+    if (rc == MESH_OK) {
+        uint8_t h[MESH_HASH_BYTES], sig[MESH_SIGNATURE_BYTES];
+        mesh_op_hash(enc.data, enc.len, h);
+        mesh_sign(id, MESH_DOMAIN_OP, h, sizeof h, sig);
+        mesh_oprec rec = {.op = enc.data, .op_len = enc.len, .sig = sig};
+        mesh_ingest_report rep = {0};
+        rc = mesh_store_ingest(t, &rec, 1, MESH_INGEST_LOCAL, &rep);
+        if (rc == MESH_OK && rep.applied != 1)
+            rc = mesh_err(MESH_EINTERNAL, "a new op of this node was not stored: %s",
+                          rep.first_error_msg[0] ? rep.first_error_msg : "a duplicate");
+        if (rc == MESH_OK && hash != NULL) memcpy(hash, h, MESH_HASH_BYTES);
+    }
+    mesh_buf_fini(&enc);
     return rc;
 }

@@ -88,6 +88,10 @@ typedef enum mesh_ingest_mode {
     MESH_INGEST_PARTIAL = 0,
     /* Any rejection fails the whole call, which the caller then aborts (bundle import). */
     MESH_INGEST_ATOMIC = 1,
+    /* As ATOMIC, for ops this process has just signed with the node's own keys: their
+     * signatures are not checked again, and their clocks do not count as seen from others
+     * (the caller keeps the node's clock). See mesh_store_append. */
+    MESH_INGEST_LOCAL = 2,
 } mesh_ingest_mode;
 
 /*
@@ -101,6 +105,17 @@ typedef enum mesh_ingest_mode {
  */
 int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest_mode mode,
                       mesh_ingest_report *rep);
+
+/*
+ * Writes a new op of this node: `op` has its content set (kind, type, entity, row_version,
+ * base, merged, parents, body); this sets the rest as the next op of the stream of (`id`,
+ * `scope`) (author, scope, seq, prev, and hlc: the node's clock observed at `now_ms`), signs it
+ * with `id`, advances the node's clock and stores the op. If `hash` is not NULL it gets the
+ * op's hash. Returns MESH_OK, MESH_EINVAL or MESH_ELIMIT (the op does not encode), or what
+ * storing it returned (MESH_ENOSPC, MESH_EIO, MESH_EPERM under a team roster...).
+ */
+int mesh_store_append(mesh_txn *t, const mesh_identity *id, const char *scope, uint64_t now_ms,
+                      mesh_op *op, uint8_t hash[MESH_HASH_BYTES]);
 
 /* ---- Materialized state ---- */
 #define MESH_STATE_DELETED 0x1u

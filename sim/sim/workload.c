@@ -149,7 +149,6 @@ typedef struct draft {
     uint8_t kind;
     uint32_t ent;
     const mesh_buf *body;
-    mesh_buf enc;
     /* Results. */
     uint32_t rv;
     bool has_base;
@@ -192,38 +191,9 @@ static int append_fn(mesh_txn *t, void *ctx)
         op.base = st.winner.ref;
     }
 
-    uint64_t last = 0, seen = 0;
-    if ((rc = mesh_store_meta_get_u64(t, "hlc", &last)) != MESH_OK) return rc;
-    if ((rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen)) != MESH_OK) return rc;
-    uint64_t now = sim_node_ms(w, n);
-    op.hlc = mesh_hlc_tick(mesh_hlc_observe(last, seen, now), now);
-    if ((rc = mesh_store_meta_put_u64(t, "hlc", op.hlc)) != MESH_OK) return rc;
-
-    mesh_stream s;
-    rc = mesh_store_stream_get(t, n->sid, &s);
-    if (rc == MESH_ENOTFOUND) {
-        s.seq = 0;
-        memset(s.tip, 0, sizeof s.tip);
-    } else if (rc != MESH_OK) {
+    if ((rc = mesh_store_append(t, &n->ident, n->scope, sim_node_ms(w, n), &op, d->hash)) !=
+        MESH_OK)
         return rc;
-    }
-    memcpy(op.author, n->ident.pk, MESH_KEY_BYTES);
-    op.scope = n->scope;
-    op.scope_len = strlen(n->scope);
-    op.seq = s.seq + 1;
-    memcpy(op.prev, s.tip, MESH_HASH_BYTES);
-
-    mesh_buf_reset(&d->enc);
-    if ((rc = mesh_op_encode(&op, &d->enc)) != MESH_OK) return rc;
-    uint8_t sig[MESH_SIGNATURE_BYTES];
-    mesh_op_hash(d->enc.data, d->enc.len, d->hash);
-    mesh_sign(&n->ident, MESH_DOMAIN_OP, d->hash, MESH_HASH_BYTES, sig);
-    mesh_oprec rec = {.op = d->enc.data, .op_len = d->enc.len, .sig = sig};
-    mesh_ingest_report rep = {0};
-    rc = mesh_store_ingest(t, &rec, 1, MESH_INGEST_ATOMIC, &rep);
-    if (rc != MESH_OK) return rc;
-    if (rep.applied != 1)
-        return mesh_err(MESH_EINTERNAL, "a local op was not applied: %s", rep.first_error_msg);
     d->rv = op.row_version;
     d->has_base = op.has_base;
     d->base = op.base;
@@ -246,9 +216,7 @@ static int save(sim_world *w, sim_node *n, uint32_t ent, uint8_t kind, const cha
         return -1;
     }
     draft d = {.w = w, .n = n, .kind = kind, .ent = ent, .body = &body};
-    mesh_buf_init(&d.enc, MESH_OP_BYTES_MAX);
     int rc = mesh_store_write(n->store, append_fn, &d);
-    mesh_buf_fini(&d.enc);
     mesh_buf_fini(&body);
     if (rc == SKIP) return SKIP;
     if (rc != MESH_OK) {
