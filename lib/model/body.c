@@ -253,6 +253,23 @@ static int keycmp(const void *a, size_t alen, const void *b, size_t blen)
 
 static int check_value(rd *r, int level);
 
+/* A fixstr (up to 31 bytes, the form of nearly every key and most short values) at the cursor
+ * that is whole and valid UTF-8: its bytes go to *data and *n and the cursor moves past it.
+ * Anything else is left to head(), which also words the error. */
+static bool fixstr_ok(rd *r, const uint8_t **data, size_t *n)
+{
+    if (r->pos >= r->len) return false;
+    uint8_t b = r->p[r->pos];
+    size_t len = b & 0x1fu;
+    if (b < 0xa0 || b > 0xbf || len > r->len - r->pos - 1) return false;
+    const uint8_t *d = r->p + r->pos + 1;
+    if (utf8_bad(d, len) != len) return false;
+    *data = d;
+    *n = len;
+    r->pos += 1 + len;
+    return true;
+}
+
 /* Checks `n` map entries at the cursor: str keys in strictly increasing order. */
 static int check_entries(rd *r, size_t n, int level)
 {
@@ -261,9 +278,11 @@ static int check_entries(rd *r, size_t n, int level)
     for (size_t i = 0; i < n; i++) {
         size_t at = r->pos;
         hd k;
-        int rc = head(r, &k);
-        if (rc != MESH_OK) return rc;
-        if (k.kind != K_STR) return bad(MESH_ECORRUPT, at, "map key is not a string");
+        if (!fixstr_ok(r, &k.data, &k.n)) {
+            int rc = head(r, &k);
+            if (rc != MESH_OK) return rc;
+            if (k.kind != K_STR) return bad(MESH_ECORRUPT, at, "map key is not a string");
+        }
         if (prev != NULL && keycmp(prev, prev_n, k.data, k.n) >= 0)
             return bad(MESH_ECORRUPT, at, "map key '%.*s' %s", (int)(k.n > 40 ? 40 : k.n),
                        (const char *)k.data,
@@ -271,7 +290,8 @@ static int check_entries(rd *r, size_t n, int level)
                                                               : "is out of canonical order");
         prev = k.data;
         prev_n = k.n;
-        if ((rc = check_value(r, level)) != MESH_OK) return rc;
+        int rc = check_value(r, level);
+        if (rc != MESH_OK) return rc;
     }
     return MESH_OK;
 }
@@ -280,6 +300,18 @@ static int check_entries(rd *r, size_t n, int level)
 static int check_value(rd *r, int level)
 {
     size_t at = r->pos;
+    if (at < r->len) {
+        /* One-byte values are canonical whatever they hold: fixint, negative fixint, nil and
+         * the booleans. */
+        uint8_t b = r->p[at];
+        if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) {
+            r->pos++;
+            return MESH_OK;
+        }
+        const uint8_t *d;
+        size_t n;
+        if (fixstr_ok(r, &d, &n)) return MESH_OK;
+    }
     hd h;
     int rc = head(r, &h);
     if (rc != MESH_OK) return rc;
