@@ -24,7 +24,6 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <time.h>
 
 typedef struct item {
     mesh_op op;
@@ -48,11 +47,10 @@ static int verify_sig(const item *it)
 
 /*
  * A batch is stored slice by slice, in stream order. Routing, decoding and hashing need no
- * transaction, so for a large batch a helper thread shares them: it reads the leading fields of
- * the second half of the records while this thread reads the first, then, once this thread has
- * sorted them, both threads take slices to prepare in turn, and this thread stores each one, in
- * order, once it is ready. The result does not depend on the timing: a slice is stored only
- * once it is wholly prepared.
+ * transaction, so for a large batch the store's helper thread shares them: both threads read the
+ * leading fields of runs of records, then, once this thread has sorted them, both take slices to
+ * prepare in turn, and this thread stores each one, in order, once it is ready. The result does
+ * not depend on the timing: a slice is stored only once it is wholly prepared.
  */
 typedef struct prep {
     item *items;
