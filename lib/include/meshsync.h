@@ -15,6 +15,10 @@
  *    mesh_free().
  *  - A mesh_node handle must not be used by two threads at once. Several processes may open the
  *    same data directory (e.g. the daemon and the CLI); LMDB serialises their writes.
+ *  - A node that ingests a large batch of ops (an import, a sync) starts one helper thread for
+ *    the decoding and hashing, and keeps it, parked, until mesh_node_close() ends it. It never
+ *    calls back into the application. As with LMDB, a handle must not be used in a child
+ *    process after fork(): open the node again there.
  *  - Entity ids are RFC 4122 UUIDs in text form (36 characters), the campaign service's
  *    clientReferenceId. Public keys are 64 lowercase hex characters.
  */
