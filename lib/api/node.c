@@ -159,6 +159,10 @@ static int seal_unlock(mesh_node *n, const mesh_open_opts *o)
         mesh_wipe(buf, sizeof buf);
     }
     if (rc == MESH_OK) rc = mesh_store_seal_open(n->store, key);
+    if (rc == MESH_OK) {
+        mesh_wrap_key_derive(key, n->wrap);
+        n->wrapped = true;
+    }
     mesh_wipe(key, sizeof key);
     return rc;
 }
@@ -231,7 +235,10 @@ int mesh_node_init(const char *dir, const mesh_init_opts *opts)
 
     mesh_identity id;
     mesh_identity_generate(&id);
-    rc = mesh_identity_save(&id, idpath);
+    uint8_t wrap[MESH_SEAL_KEY_BYTES];
+    if (sealed) mesh_wrap_key_derive(seal_key, wrap);
+    rc = mesh_identity_save(&id, idpath, sealed ? wrap : NULL);
+    mesh_wipe(wrap, sizeof wrap);
     mesh_identity_wipe(&id);
     if (rc == MESH_OK) rc = write_file_atomic(typespath, types_text, types_len);
     free(types_text);
@@ -263,6 +270,27 @@ static int load_meta(mesh_txn *t, void *vctx)
     if (rc != MESH_OK) return rc;
     n->scope[n->scope_len] = '\0';
     return MESH_OK;
+}
+
+int mesh_node_key_load(const mesh_node *n, const char *path, mesh_identity *id)
+{
+    bool sealed;
+    int rc = mesh_identity_load(path, n->wrapped ? n->wrap : NULL, id, &sealed);
+    /* A key written in clear by a meshsync before sealed keys, on an encrypted node: seal it
+     * now. If the directory cannot be written the node still opens, and a later open seals it. */
+    if (rc == MESH_OK && n->wrapped && !sealed && mesh_identity_reseal(id, path, n->wrap) != MESH_OK)
+        mesh_err_clear();
+    return rc;
+}
+
+/* Loads the node's identity, after seal_unlock (a sealed key needs the store's key). */
+static int identity_open(mesh_node *n, const char *idpath)
+{
+    int rc = mesh_node_key_load(n, idpath, &n->id);
+    if (rc == MESH_ENOTFOUND)
+        rc = mesh_err(MESH_ENOTSTORE, "%s has a store but no identity.key; restore it from a "
+                      "backup", n->dir);
+    return rc;
 }
 
 int mesh_node_open(const char *dir, const mesh_open_opts *opts, mesh_node **out)
@@ -297,11 +325,6 @@ int mesh_node_open(const char *dir, const mesh_open_opts *opts, mesh_node **out)
         goto fail;
     }
     if (rc != MESH_OK) goto fail;
-    rc = mesh_identity_load(idpath, &n->id);
-    if (rc == MESH_ENOTFOUND)
-        rc = mesh_err(MESH_ENOTSTORE, "%s has a store but no identity.key; restore it from a "
-                      "backup", dir);
-    if (rc != MESH_OK) goto fail;
 
     char *text;
     size_t len;
@@ -315,6 +338,8 @@ int mesh_node_open(const char *dir, const mesh_open_opts *opts, mesh_node **out)
         goto fail;
     }
     rc = seal_unlock(n, opts);
+    if (rc != MESH_OK) goto fail;
+    rc = identity_open(n, idpath);
     if (rc != MESH_OK) goto fail;
     rc = mesh_store_read(n->store, load_meta, n);
     if (rc != MESH_OK) goto fail;
@@ -332,6 +357,7 @@ void mesh_node_close(mesh_node *n)
     mesh_store_close(n->store);
     mesh_types_free(n->types);
     mesh_identity_wipe(&n->id);
+    mesh_wipe(n->wrap, sizeof n->wrap);
     free(n);
 }
 

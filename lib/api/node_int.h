@@ -5,6 +5,7 @@
 #ifndef MESH_NODE_INT_H
 #define MESH_NODE_INT_H
 
+#include "crypto/atrest.h"
 #include "crypto/crypto.h"
 #include "model/types.h"
 #include "store/store.h"
@@ -12,6 +13,9 @@
 struct mesh_node {
     mesh_store *store;
     mesh_identity id;
+    /* On a node whose store is encrypted: the key that seals its identity files (crypto.h). */
+    bool wrapped;
+    uint8_t wrap[MESH_SEAL_KEY_BYTES];
     mesh_types *types;
     char scope[MESH_SCOPE_BYTES_MAX + 1];
     size_t scope_len;
@@ -22,6 +26,11 @@ struct mesh_node {
 };
 
 static inline uint64_t mesh_node_now_ms(const mesh_node *n) { return n->clock_ms(n->clock_ctx); }
+
+/* Reads a key file of this node (its identity, or the team authority's key) at `path`: sealed
+ * under the node's wrap key on an encrypted node; one still in clear there is sealed on the way.
+ * Returns as mesh_identity_load. */
+int mesh_node_key_load(const mesh_node *n, const char *path, mesh_identity *id);
 
 /* Paths inside a data directory. */
 #define MESH_NODE_IDENTITY_FILE "identity.key"

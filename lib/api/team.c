@@ -62,7 +62,7 @@ static int authority_load(const mesh_node *n, mesh_identity *id)
     char path[4200];
     int rc = authority_path(n, path, sizeof path);
     if (rc != MESH_OK) return rc;
-    rc = mesh_identity_load(path, id);
+    rc = mesh_node_key_load(n, path, id);
     if (rc == MESH_ENOTFOUND)
         return mesh_err(MESH_EPERM, "%s holds no team authority key (%s): rosters are signed on "
                         "the node where 'meshsync team create' ran", n->dir, AUTHORITY_FILE);
@@ -289,7 +289,7 @@ int mesh_team_create(mesh_node *n, const char *root, char authority[MESH_KEY_STR
     mesh_identity auth;
     mesh_identity_generate(&auth);
     team_args a = {.n = n, .auth = &auth, .root = root};
-    rc = mesh_identity_save(&auth, path);
+    rc = mesh_identity_save(&auth, path, n->wrapped ? n->wrap : NULL);
     if (rc == MESH_OK) {
         rc = mesh_store_write(n->store, create_fn, &a);
         if (rc != MESH_OK) unlink(path);

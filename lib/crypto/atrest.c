@@ -110,3 +110,10 @@ int mesh_keyfile_create(const char *path, uint8_t key[MESH_SEAL_KEY_BYTES])
     }
     return MESH_OK;
 }
+
+void mesh_wrap_key_derive(const uint8_t store_key[MESH_SEAL_KEY_BYTES],
+                          uint8_t wrap[MESH_SEAL_KEY_BYTES])
+{
+    static const char tag[] = "meshsync/identity-wrap/v1";
+    mesh_mac(store_key, tag, sizeof tag - 1, wrap, MESH_SEAL_KEY_BYTES);
+}

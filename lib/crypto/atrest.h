@@ -49,6 +49,12 @@ int mesh_seal_unbox(uint8_t *out, const uint8_t *c, size_t clen,
                     const uint8_t nonce[MESH_SEAL_NONCE_BYTES],
                     const uint8_t key[MESH_SEAL_KEY_BYTES]);
 
+/* The key that seals a node's identity files (identity.key, team-authority.key) on a node whose
+ * store is encrypted with `store_key`: a keyed BLAKE2b of a constant, so it is not the key that
+ * seals the op-log. */
+void mesh_wrap_key_derive(const uint8_t store_key[MESH_SEAL_KEY_BYTES],
+                          uint8_t wrap[MESH_SEAL_KEY_BYTES]);
+
 /* Keyed BLAKE2b of `len` bytes: `outlen` (16..64) bytes into `out`. */
 void mesh_mac(const uint8_t key[MESH_SEAL_KEY_BYTES], const void *msg, size_t len, uint8_t *out,
               size_t outlen);

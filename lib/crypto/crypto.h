@@ -5,6 +5,7 @@
 #ifndef MESH_CRYPTO_H
 #define MESH_CRYPTO_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -59,13 +60,27 @@ int mesh_pk_to_curve(const uint8_t ed_pk[32], uint8_t curve_pk[32]);
 void mesh_wipe(void *p, size_t len);
 
 /* Writes the identity to `path` with mode 0600, atomically (temp file + rename), failing with
- * MESH_EEXIST if `path` exists. Returns MESH_OK, MESH_EEXIST, MESH_EIO. */
-int mesh_identity_save(const mesh_identity *id, const char *path);
+ * MESH_EEXIST if `path` exists. With `wrap` (a key of MESH_SEAL_KEY_BYTES derived from the
+ * node's store key; NULL for a node whose store is in clear) the secret key is stored sealed
+ * and only its public half in clear. Returns MESH_OK, MESH_EEXIST, MESH_EIO. */
+int mesh_identity_save(const mesh_identity *id, const char *path, const uint8_t *wrap);
 
-/* Reads an identity written by mesh_identity_save. Refuses a file that group or others can
- * read (MESH_EPERM), a malformed file or one whose public half does not match (MESH_ECORRUPT).
- * Returns MESH_OK, MESH_ENOTFOUND, MESH_EPERM, MESH_ECORRUPT, MESH_EIO. */
-int mesh_identity_load(const char *path, mesh_identity *id);
+/* Replaces the identity file at `path` by the sealed form under `wrap` (for a key file written
+ * in clear by an older meshsync on an encrypted node). Returns MESH_OK, MESH_EIO. */
+int mesh_identity_reseal(const mesh_identity *id, const char *path, const uint8_t *wrap);
+
+/* Reads an identity written by mesh_identity_save, clear or sealed; `wrap` is the key a sealed
+ * one needs (NULL if the caller has none). *sealed (if not NULL) says which form it was.
+ * Refuses a file that group or others can read (MESH_EPERM), a sealed file without `wrap`
+ * (MESH_EPERM), a malformed file, one that does not open with `wrap` or whose public half does
+ * not match (MESH_ECORRUPT). Returns MESH_OK, MESH_ENOTFOUND, MESH_EPERM, MESH_ECORRUPT,
+ * MESH_EIO. */
+int mesh_identity_load(const char *path, const uint8_t *wrap, mesh_identity *id, bool *sealed);
+
+/* What mesh_identity_load does with the `len` bytes of a key file once read (named `what` in
+ * messages): the decoder, on its own for fuzzing. Same returns but MESH_ENOTFOUND and MESH_EIO. */
+int mesh_identity_parse(const char *what, const char *bytes, size_t len, const uint8_t *wrap,
+                        mesh_identity *id, bool *sealed);
 
 /* Domain-separated signatures: the signed message is `domain` || msg, so a signature made for
  * one purpose (an op head) can never be replayed as another (a bundle, a roster). */

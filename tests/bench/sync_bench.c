@@ -251,7 +251,7 @@ static void write_streams(const char *dir, unsigned streams, uint64_t per)
         if (rename(id, saved) != 0) die("swap identity");
         mesh_identity other;
         mesh_identity_generate(&other);
-        if (mesh_identity_save(&other, id) != MESH_OK) die("save identity");
+        if (mesh_identity_save(&other, id, NULL) != MESH_OK) die("save identity");
         mesh_identity_wipe(&other);
         if (nh_write_ops(dir, per, NULL) != MESH_OK) die("write ops");
         if (rename(saved, id) != 0) die("restore identity");

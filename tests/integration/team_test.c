@@ -568,7 +568,7 @@ Test(team, forged_and_rolled_back_rosters_are_rejected_with_a_clear_log_line)
     /* Forged: r signs a roster naming itself supervisor of the district. */
     mesh_identity rid;
     snprintf(path, sizeof path, "%s/identity.key", dm[R].dir);
-    cr_assert_eq(mesh_identity_load(path, &rid), MESH_OK);
+    cr_assert_eq(mesh_identity_load(path, NULL, &rid, NULL), MESH_OK);
     plant_roster(R, &rid, L01, 9, R);
     int rc = sync_with(R, A, out, sizeof out);
     cr_assert_eq(rc, 0, "%s", out);
@@ -582,7 +582,7 @@ Test(team, forged_and_rolled_back_rosters_are_rejected_with_a_clear_log_line)
      * authority's machine, set up with another root, say); b carries it to a. */
     mesh_identity aid;
     snprintf(path, sizeof path, "%s/team-authority.key", dm[S].dir);
-    cr_assert_eq(mesh_identity_load(path, &aid), MESH_OK);
+    cr_assert_eq(mesh_identity_load(path, NULL, &aid, NULL), MESH_OK);
     plant_roster(B, &aid, L01, 2, B);
     mesh_identity_wipe(&aid);
     /* (b itself refuses a's genuine version 2, which shares the rolled-back op's log key: its

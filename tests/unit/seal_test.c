@@ -259,3 +259,92 @@ Test(seal, passphrase_and_key_file_through_the_api)
     mesh_init_opts bo = {.passphrase = "x", .key_file = kf};
     cr_assert_eq(mesh_node_init(node_dir, &bo), MESH_EINVAL);
 }
+
+static void read_text(const char *path, char *buf, size_t cap)
+{
+    FILE *f = fopen(path, "r");
+    cr_assert(f != NULL, "%s", path);
+    size_t n = fread(buf, 1, cap - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+}
+
+/* On an encrypted node the node key and the team authority key are sealed under a key derived
+ * from the store's: the files give the public key only, a copy of the directory without the
+ * passphrase yields no secret key, and a key file left in clear by an older meshsync is sealed
+ * at the next open, keeping the node's identity. */
+Test(seal, node_and_authority_keys_are_sealed)
+{
+    char node_dir[600], idpath[700], apath[700], text[1024];
+    snprintf(node_dir, sizeof node_dir, "%s/n", dir);
+    snprintf(idpath, sizeof idpath, "%s/identity.key", node_dir);
+    snprintf(apath, sizeof apath, "%s/team-authority.key", node_dir);
+    mesh_init_opts io = {.scope = "MZ/A", .passphrase = "correct horse"};
+    cr_assert_eq(mesh_node_init(node_dir, &io), MESH_OK, "%s", mesh_errmsg());
+    mesh_open_opts oo = {.passphrase = "correct horse"};
+    mesh_node *n = NULL;
+    cr_assert_eq(mesh_node_open(node_dir, &oo, &n), MESH_OK, "%s", mesh_errmsg());
+    char pk[MESH_KEY_STR_LEN], sk_hex[2 * 32 + 1];
+    mesh_node_identity(n, pk);
+    mesh_hex_encode(n->id.sk, 32, sk_hex);  /* the seed; the secret key's other half is pk */
+    char authority[MESH_KEY_STR_LEN];
+    cr_assert_eq(mesh_team_create(n, NULL, authority), MESH_OK, "%s", mesh_errmsg());
+    mesh_node_close(n);
+
+    read_text(idpath, text, sizeof text);
+    cr_assert(strncmp(text, "meshsync-identity-sealed-v1\n", 28) == 0, "%s", text);
+    cr_assert(strstr(text, pk) != NULL, "the public key is readable");
+    cr_assert(strstr(text, sk_hex) == NULL, "the secret seed is not in clear");
+    read_text(apath, text, sizeof text);
+    cr_assert(strncmp(text, "meshsync-identity-sealed-v1\n", 28) == 0, "%s", text);
+    cr_assert(strstr(text, authority) != NULL);
+    mesh_identity id;
+    cr_assert_eq(mesh_identity_load(idpath, NULL, &id, NULL), MESH_EPERM);
+    cr_assert(strstr(mesh_errmsg(), "passphrase") != NULL, "%s", mesh_errmsg());
+
+    /* The authority key opens again through the node: a roster change is signed with it. */
+    cr_assert_eq(mesh_node_open(node_dir, &oo, &n), MESH_OK, "%s", mesh_errmsg());
+    char other[MESH_KEY_STR_LEN];
+    mesh_identity o;
+    mesh_identity_generate(&o);
+    mesh_hex_encode(o.pk, 32, other);
+    const char *scopes[] = {"MZ/A"};
+    cr_assert_eq(mesh_team_add(n, other, "field", scopes, 1, NULL), MESH_OK, "%s", mesh_errmsg());
+    mesh_node_close(n);
+
+    /* A clear key file, as an older meshsync wrote it on an encrypted node: it still opens,
+     * with the same identity, and is sealed on the way. */
+    mesh_identity clear;
+    mesh_identity_generate(&clear);
+    char clear_pk[MESH_KEY_STR_LEN];
+    mesh_hex_encode(clear.pk, 32, clear_pk);
+    cr_assert_eq(unlink(idpath), 0);
+    cr_assert_eq(mesh_identity_save(&clear, idpath, NULL), MESH_OK);
+    read_text(idpath, text, sizeof text);
+    cr_assert(strncmp(text, "meshsync-identity-v1\n", 21) == 0);
+    cr_assert_eq(mesh_node_open(node_dir, &oo, &n), MESH_OK, "%s", mesh_errmsg());
+    mesh_node_identity(n, pk);
+    cr_assert_str_eq(pk, clear_pk);
+    mesh_node_close(n);
+    read_text(idpath, text, sizeof text);
+    cr_assert(strncmp(text, "meshsync-identity-sealed-v1\n", 28) == 0, "%s", text);
+    struct stat st;
+    cr_assert_eq(stat(idpath, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0600);
+    cr_assert_eq(mesh_node_open(node_dir, &oo, &n), MESH_OK, "%s", mesh_errmsg());
+    mesh_node_identity(n, pk);
+    cr_assert_str_eq(pk, clear_pk);
+    mesh_node_close(n);
+
+    /* A sealed key file changed on disk is refused as damaged, not taken. */
+    read_text(idpath, text, sizeof text);
+    size_t len = strlen(text);
+    text[len - 3] = text[len - 3] == '0' ? '1' : '0';
+    FILE *f = fopen(idpath, "w");
+    fputs(text, f);
+    fclose(f);
+    cr_assert_eq(mesh_node_open(node_dir, &oo, &n), MESH_ECORRUPT);
+    cr_assert(strstr(mesh_errmsg(), "identity.key") != NULL, "%s", mesh_errmsg());
+    mesh_identity_wipe(&clear);
+    mesh_identity_wipe(&o);
+}
