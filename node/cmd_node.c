@@ -20,9 +20,9 @@ static const cli_opt init_opts[] = {
     {"types", "FILE", "Entity-type configuration (JSON) to use instead of the DIGIT HCM types."},
     {"team", "KEY", "Join the team of this authority key (as 'meshsync team join' does)."},
     {"encrypt", NULL,
-     "Encrypt the op-log with a passphrase: $MESHSYNC_PASSPHRASE, or asked on the terminal."},
+     "Encrypt the op-log and keys with a passphrase: $MESHSYNC_PASSPHRASE, or asked."},
     {"key-file", "FILE",
-     "Encrypt the op-log with the 32-byte key in FILE (created, mode 0600, if missing)."},
+     "Encrypt the op-log and keys with the 32-byte key in FILE (made, mode 0600, if missing)."},
     {NULL, NULL, NULL},
 };
 
