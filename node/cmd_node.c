@@ -131,10 +131,10 @@ const cli_command cmd_init = {
         "untouched.\n"
         "\n"
         "--team joins the team of an authority key (see 'meshsync team'). --encrypt or\n"
-        "--key-file encrypts the op-log for a device that can be lost: every later command\n"
-        "then needs the same passphrase ($MESHSYNC_PASSPHRASE or a prompt) or key file\n"
-        "(--key-file or $MESHSYNC_KEY_FILE). A lost passphrase or key file cannot be\n"
-        "recovered: the node's data then has to come again from its peers.",
+        "--key-file encrypts the op-log and the keys for a device that can be lost:\n"
+        "every later command then needs the same passphrase ($MESHSYNC_PASSPHRASE or a\n"
+        "prompt) or key file (--key-file or $MESHSYNC_KEY_FILE). A lost passphrase or key\n"
+        "file cannot be recovered: the node's data then has to come again from its peers.",
     .opts = init_opts,
     .args_min = 0,
     .args_max = 0,
