@@ -1415,6 +1415,32 @@ static int control_open(mesh_loop *l)
 
 static int team_get_fn(mesh_txn *t, void *ctx) { return mesh_store_team_get(t, ctx); }
 
+/* The node joined a team (`meshsync team join` or `team create`) while the loop ran: take it
+ * up as a start in a team would have, so no restart is needed. From now on the roster is the
+ * team's, signed in the store, and no longer the file. */
+static void team_adopt(mesh_loop *l)
+{
+    int rc = mesh_store_read(l->node->store, team_get_fn, l->authority);
+    if (rc == MESH_ENOTFOUND) return;
+    if (rc != MESH_OK) {
+        mesh_log_warn("cannot read the node's team: %s", mesh_errmsg());
+        return;
+    }
+    char auth[65];
+    mesh_hex_encode(l->authority, 32, auth);
+    mesh_log_info("this node joined the team of authority %.16s... while running; the team's "
+                  "roster replaces %s", auth, l->roster.path[0] ? l->roster.path : "the roster");
+    /* Sessions begun under the old roster run without the team's scope filters: end them. The
+     * peers the team admits are synced again under its rules. */
+    for (size_t i = 0; i < l->npeers_used; i++)
+        if (l->peers[i].used && l->peers[i].sess)
+            session_end(l, &l->peers[i], "this node joined a team", true);
+    l->team_mode = true;
+    l->roster_from_file = false;
+    if (team_refresh(l, true) != MESH_OK)
+        mesh_log_warn("cannot read the team roster: %s", mesh_errmsg());
+}
+
 int mesh_loop_new(const mesh_loop_opts *o, mesh_loop **out)
 {
     *out = NULL;
@@ -1579,6 +1605,8 @@ static void timers(mesh_loop *l, uint64_t now)
         l->gen = g;
         if (l->team_mode && team_refresh(l, false) != MESH_OK)
             mesh_log_warn("cannot read the team roster: %s", mesh_errmsg());
+        else if (!l->team_mode && l->o.roster == NULL)
+            team_adopt(l);
         /* Pass on what changed to every connected peer not already level with us. */
         for (size_t i = 0; i < l->npeers_used; i++) {
             peer *p = &l->peers[i];

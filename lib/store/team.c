@@ -23,6 +23,48 @@ int mesh_store_team_get(mesh_txn *t, uint8_t authority[MESH_KEY_BYTES])
     return MESH_OK;
 }
 
+typedef struct held_roster {
+    const uint8_t *authority;
+    mesh_team *best;     /* the newest valid roster found so far */
+} held_roster;
+
+static int held_roster_op(const mesh_oprec *rec, void *ctx)
+{
+    held_roster *h = ctx;
+    mesh_op op;
+    if (mesh_op_decode(rec->op, rec->op_len, &op) != MESH_OK) return MESH_OK;
+    if (memcmp(op.author, h->authority, MESH_KEY_BYTES) != 0 ||
+        op.type_len != sizeof MESH_TYPE_ROSTER - 1 ||
+        memcmp(op.type, MESH_TYPE_ROSTER, op.type_len) != 0)
+        return MESH_OK;  /* not the authority's: a roster op by anyone else counts for nothing */
+    mesh_team *team = NULL;
+    if (mesh_team_decode(op.body, op.body_len, h->authority, &team) != MESH_OK ||
+        team->version != op.row_version || (h->best && team->version <= h->best->version)) {
+        mesh_team_free(team);
+        return MESH_OK;
+    }
+    mesh_team_free(h->best);
+    h->best = team;
+    return MESH_OK;
+}
+
+/* A node may hold the authority's stream before it joins the team (it synced with members
+ * under a roster file, or imported a bundle): the newest valid roster among the ops it holds
+ * becomes its roster, and its streams are cut back to what that roster admits, as if the roster
+ * had arrived now. */
+static int roster_from_held(mesh_txn *t, const uint8_t authority[MESH_KEY_BYTES])
+{
+    uint8_t entity[MESH_UUID_BYTES];
+    mesh_team_roster_entity(authority, entity);
+    held_roster h = {.authority = authority};
+    int rc = mesh_store_entity_ops(t, entity, held_roster_op, &h);
+    if (rc == MESH_OK) mesh_err_clear();  /* rosters that do not decode are skipped, not reported */
+    if (rc == MESH_OK && h.best != NULL) rc = mesh_store_roster_install(t, h.best);
+    if (rc == MESH_OK && h.best != NULL) rc = mesh_store_team_enforce(t, h.best, NULL);
+    mesh_team_free(h.best);
+    return rc;
+}
+
 int mesh_store_team_set(mesh_txn *t, const uint8_t authority[MESH_KEY_BYTES])
 {
     uint8_t cur[MESH_KEY_BYTES];
@@ -35,7 +77,8 @@ int mesh_store_team_set(mesh_txn *t, const uint8_t authority[MESH_KEY_BYTES])
                         "node belongs to one team (make a new node for another)", hex);
     }
     if (rc != MESH_ENOTFOUND) return rc;
-    return mesh_store_meta_put(t, META_TEAM, authority, MESH_KEY_BYTES);
+    rc = mesh_store_meta_put(t, META_TEAM, authority, MESH_KEY_BYTES);
+    return rc == MESH_OK ? roster_from_held(t, authority) : rc;
 }
 
 int mesh_store_roster_version(mesh_txn *t, uint64_t *version)

@@ -32,8 +32,10 @@
 int mesh_store_team_get(mesh_txn *t, uint8_t authority[MESH_KEY_BYTES]);
 
 /* Makes the node a member of the team of `authority`. Setting the same key again is a no-op.
- * Returns MESH_OK, MESH_EEXIST (the node already belongs to another team), MESH_ENOSPC,
- * MESH_EIO. */
+ * If the node already holds rosters of that authority (it synced with the team's members before
+ * it joined), the newest valid one becomes the roster held and is enforced at once.
+ * Returns MESH_OK, MESH_EEXIST (the node already belongs to another team), MESH_ECORRUPT,
+ * MESH_ENOMEM, MESH_ENOSPC, MESH_EIO. */
 int mesh_store_team_set(mesh_txn *t, const uint8_t authority[MESH_KEY_BYTES]);
 
 /* The version of the roster held (0: none). Returns MESH_OK, MESH_EIO. */

@@ -10,6 +10,8 @@
  *   - a removal reaches a peer by gossip; the removed device is then refused there, and what it
  *     signed after its removal is rejected by every node, also by one that had taken it;
  *   - a forged roster and a rolled-back roster are rejected with a clear log line;
+ *   - a daemon running under a roster file takes up a team its node joins meanwhile, with the
+ *     roster the node already held from its syncs;
  *   - with at-rest encryption the LMDB file holds no plaintext of a known body string.
  */
 #include <criterion/criterion.h>
@@ -273,6 +275,46 @@ static bool wait_log(int i, const char *needle)
         nh_sleep_ms(100);
     }
     return false;
+}
+
+/* ---- Joining while running ---- */
+
+Test(team, a_running_daemon_takes_up_a_team_joined_while_it_runs)
+{
+    team_create();
+    /* a runs in no team, with a roster file naming s; it joins s's team only later. */
+    node_init(A, L01, NULL);
+    team_add(A, "field", L01);
+    char roster[300];
+    snprintf(roster, sizeof roster, "%s/roster", dm[A].dir);
+    const char *rk[1] = {key[S]};
+    cr_assert_eq(nh_write_roster(roster, rk, 1), 0);
+    cr_assert_eq(nh_write_ops(dm[S].dir, 5, "district-data"), MESH_OK, "%s", mesh_errmsg());
+    char sp[200];
+    const char *const a_peer[] = {"--peer", spec(S, sp, sizeof sp), NULL};
+    start(S, NULL);
+    start(A, a_peer);
+    cr_assert_eq(roster_version(A), 0);
+    bool held_all = wait_held(A, S, ROOT, 5);
+    if (!held_all) dump_logs();
+    cr_assert(held_all, "a did not sync with s under its roster file");
+
+    /* a already holds the authority's stream, rosters included, from its syncs with s: they
+     * apply as soon as it joins. */
+    char out[4096];
+    int rc = sh(out, sizeof out, "$M team join meshsync:%s --data %s", auth, dm[A].dir);
+    cr_assert_eq(rc, 0, "team join: %s", out);
+    cr_assert(strstr(out, "already held the team's roster (version 2") != NULL, "%s", out);
+    cr_assert_eq(roster_version(A), 2);
+    bool ok = wait_log(A, "joined the team of authority") && wait_roster(A, 2);
+    if (!ok) dump_logs();
+    cr_assert(ok, "a's daemon did not take up the team it joined");
+    /* Under the team's rules a holds what its scope lets it: the authority's roster stream and
+     * s's district data (ROOT contains L01), and s takes a's locality ops. */
+    cr_assert_eq(nh_write_ops(dm[A].dir, 3, "locality-data"), MESH_OK, "%s", mesh_errmsg());
+    ok = wait_held(A, S, ROOT, 5) && wait_held(S, A, L01, 3);
+    if (!ok) dump_logs();
+    cr_assert(ok, "a and s did not sync under the team");
 }
 
 /* ---- Outsiders ---- */
