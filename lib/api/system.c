@@ -128,7 +128,7 @@ int mesh_sysbatch_flush(mesh_sysbatch *b, mesh_txn *t)
                                .op = b->arena.data + b->offs[i] + MESH_SIG_BYTES,
                                .op_len = b->lens[i]};
     mesh_ingest_report rep = {0};
-    int rc = mesh_store_meta_put_u64(t, "hlc", b->hlc);
+    int rc = mesh_store_clock_set(t, b->hlc);
     if (rc == MESH_OK) rc = mesh_store_ingest(t, recs, b->count, MESH_INGEST_LOCAL, &rep);
     if (rc == MESH_OK && rep.applied != b->count)
         rc = mesh_err(MESH_EINTERNAL, "%" PRIu64 " of %zu system ops were applied: %s",
@@ -143,23 +143,10 @@ int mesh_sysbatch_flush(mesh_sysbatch *b, mesh_txn *t)
 
 static int batch_start(mesh_sysbatch *b, mesh_txn *t)
 {
-    mesh_stream st;
-    int rc = mesh_store_stream_get(t, b->n->sid, &st);
-    if (rc == MESH_ENOTFOUND) {
-        st.seq = 0;
-        memset(st.tip, 0, sizeof st.tip);
-    } else if (rc != MESH_OK) {
-        return rc;
-    }
-    uint64_t last, seen;
-    if ((rc = mesh_store_meta_get_u64(t, "hlc", &last)) != MESH_OK ||
-        (rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen)) != MESH_OK)
-        return rc;
-    b->hlc = mesh_hlc_observe(last, seen, mesh_node_now_ms(b->n));
-    b->seq = st.seq;
-    memcpy(b->tip, st.tip, MESH_HASH_BYTES);
-    b->started = true;
-    return MESH_OK;
+    int rc = mesh_store_append_point(t, b->n->sid, mesh_node_now_ms(b->n), &b->seq, b->tip,
+                                     &b->hlc);
+    b->started = rc == MESH_OK;
+    return rc;
 }
 
 int mesh_sysbatch_put(mesh_sysbatch *b, mesh_txn *t, const char *type,

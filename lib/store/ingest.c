@@ -904,30 +904,46 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
     return rc;
 }
 
-int mesh_store_append(mesh_txn *t, const mesh_identity *id, const char *scope, uint64_t now_ms,
-                      mesh_op *op, uint8_t hash[MESH_HASH_BYTES])
+int mesh_store_append_point(mesh_txn *t, uint64_t sid, uint64_t now_ms, uint64_t *seq,
+                            uint8_t tip[MESH_HASH_BYTES], uint64_t *clock)
 {
-    uint64_t last, seen;
-    int rc = mesh_store_meta_get_u64(t, "hlc", &last);
-    if (rc == MESH_OK) rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen);
-    if (rc != MESH_OK) return rc;
-    op->hlc = mesh_hlc_tick(mesh_hlc_observe(last, seen, now_ms), now_ms);
-    if ((rc = mesh_store_meta_put_u64(t, "hlc", op->hlc)) != MESH_OK) return rc;
-
-    size_t sl = strlen(scope);
     mesh_stream st;
-    rc = mesh_store_stream_get(t, mesh_stream_id(id->pk, scope, sl), &st);
+    int rc = mesh_store_stream_get(t, sid, &st);
     if (rc == MESH_ENOTFOUND) {
         st.seq = 0;
         memset(st.tip, 0, sizeof st.tip);
     } else if (rc != MESH_OK) {
         return rc;
     }
+    uint64_t last, seen;
+    if ((rc = mesh_store_meta_get_u64(t, "hlc", &last)) != MESH_OK ||
+        (rc = mesh_store_meta_get_u64(t, "hlc_seen", &seen)) != MESH_OK)
+        return rc;
+    *clock = mesh_hlc_observe(last, seen, now_ms);
+    *seq = st.seq;
+    memcpy(tip, st.tip, MESH_HASH_BYTES);
+    return MESH_OK;
+}
+
+int mesh_store_clock_set(mesh_txn *t, uint64_t hlc)
+{
+    return mesh_store_meta_put_u64(t, "hlc", hlc);
+}
+
+int mesh_store_append(mesh_txn *t, const mesh_identity *id, const char *scope, uint64_t now_ms,
+                      mesh_op *op, uint8_t hash[MESH_HASH_BYTES])
+{
+    size_t sl = strlen(scope);
+    uint64_t last_seq, clock;
+    int rc = mesh_store_append_point(t, mesh_stream_id(id->pk, scope, sl), now_ms, &last_seq,
+                                     op->prev, &clock);
+    if (rc != MESH_OK) return rc;
+    op->hlc = mesh_hlc_tick(clock, now_ms);
+    if ((rc = mesh_store_clock_set(t, op->hlc)) != MESH_OK) return rc;
     memcpy(op->author, id->pk, MESH_KEY_BYTES);
     op->scope = scope;
     op->scope_len = sl;
-    op->seq = st.seq + 1;
-    memcpy(op->prev, st.tip, MESH_HASH_BYTES);
+    op->seq = last_seq + 1;
 
     mesh_buf enc;
     mesh_buf_init(&enc, MESH_OP_BYTES_MAX);

@@ -107,6 +107,19 @@ int mesh_store_ingest(mesh_txn *t, const mesh_oprec *recs, size_t n, mesh_ingest
                       mesh_ingest_report *rep);
 
 /*
+ * Where a new op of this node in stream `sid` goes: *seq and tip get the stream's last seq and
+ * tip hash (0 and zeros for a stream not begun), *clock the node's clock observed at `now_ms`
+ * (its last own timestamp, or a newer one seen from others, or the wall clock: see
+ * mesh_hlc_observe); the op's hlc is mesh_hlc_tick of it. Returns MESH_OK, MESH_ECORRUPT,
+ * MESH_EIO.
+ */
+int mesh_store_append_point(mesh_txn *t, uint64_t sid, uint64_t now_ms, uint64_t *seq,
+                            uint8_t tip[MESH_HASH_BYTES], uint64_t *clock);
+
+/* Records `hlc` as the node's last own timestamp. Returns MESH_OK, MESH_ENOSPC, MESH_EIO. */
+int mesh_store_clock_set(mesh_txn *t, uint64_t hlc);
+
+/*
  * Writes a new op of this node: `op` has its content set (kind, type, entity, row_version,
  * base, merged, parents, body); this sets the rest as the next op of the stream of (`id`,
  * `scope`) (author, scope, seq, prev, and hlc: the node's clock observed at `now_ms`), signs it
