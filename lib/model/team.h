@@ -43,6 +43,13 @@
 /* The system entity type of roster ops. */
 #define MESH_TYPE_ROSTER "_roster"
 
+/* Whether `op` is a roster op (of type MESH_TYPE_ROSTER), whoever wrote it. */
+static inline bool mesh_op_is_roster(const mesh_op *op)
+{
+    return op->type_len == sizeof MESH_TYPE_ROSTER - 1 &&
+           memcmp(op->type, MESH_TYPE_ROSTER, op->type_len) == 0;
+}
+
 typedef enum mesh_team_role {
     MESH_ROLE_FIELD = 1,       /* a field device: writes and holds its localities */
     MESH_ROLE_SUPERVISOR = 2,  /* a supervisor: typically a district, carrying its localities */

@@ -398,12 +398,6 @@ static void describe(char *buf, size_t n, const mesh_stream *st, uint64_t seq, c
 
 /* ---- The team roster (store/team.h) ---- */
 
-static bool is_roster(const mesh_op *op)
-{
-    return op->type_len == sizeof MESH_TYPE_ROSTER - 1 &&
-           memcmp(op->type, MESH_TYPE_ROSTER, op->type_len) == 0;
-}
-
 static void short_key(const uint8_t key[MESH_KEY_BYTES], char out[17])
 {
     char hex[2 * MESH_KEY_BYTES + 1];
@@ -422,7 +416,7 @@ static size_t authority_check(ingest *g, const mesh_stream *st, item **run, size
     mesh_team_roster_entity(g->authority, entity);
     for (size_t i = 0; i < n; i++) {
         const mesh_op *op = &run[i]->op;
-        if (!is_roster(op)) continue;
+        if (!mesh_op_is_roster(op)) continue;
         if (memcmp(op->entity, entity, MESH_UUID_BYTES) != 0) {
             describe(msg, sizeof msg, st, op->seq, "a roster op that is not the team's roster "
                      "entity: rejected");
@@ -464,7 +458,7 @@ static size_t team_check(ingest *g, const mesh_stream *st, item **run, size_t n)
     char msg[256], what[112], auth[17];
     short_key(g->authority, auth);
     for (size_t i = 0; i < n; i++)
-        if (is_roster(&run[i]->op)) {
+        if (mesh_op_is_roster(&run[i]->op)) {
             snprintf(what, sizeof what, "forged roster: not signed by the team authority "
                      "%s...; rejected", auth);
             describe(msg, sizeof msg, st, run[i]->op.seq, what);
@@ -683,7 +677,7 @@ static int ingest_stream(ingest *g, item **gp, size_t n)
             reject(g, MESH_ECORRUPT, msg);
             break;
         }
-        if (from_authority && is_roster(&run[applied]->op) &&
+        if (from_authority && mesh_op_is_roster(&run[applied]->op) &&
             (rc = roster_adopt(g, &run[applied]->op)) != MESH_OK)
             goto out;
         g->rep->applied++;

@@ -33,9 +33,7 @@ static int held_roster_op(const mesh_oprec *rec, void *ctx)
     held_roster *h = ctx;
     mesh_op op;
     if (mesh_op_decode(rec->op, rec->op_len, &op) != MESH_OK) return MESH_OK;
-    if (memcmp(op.author, h->authority, MESH_KEY_BYTES) != 0 ||
-        op.type_len != sizeof MESH_TYPE_ROSTER - 1 ||
-        memcmp(op.type, MESH_TYPE_ROSTER, op.type_len) != 0)
+    if (memcmp(op.author, h->authority, MESH_KEY_BYTES) != 0 || !mesh_op_is_roster(&op))
         return MESH_OK;  /* not the authority's: a roster op by anyone else counts for nothing */
     mesh_team *team = NULL;
     if (mesh_team_decode(op.body, op.body_len, h->authority, &team) != MESH_OK ||
