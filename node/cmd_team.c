@@ -184,9 +184,9 @@ static int run_join(cli_ctx *ctx)
     if (ctx->nargs > 2) return cli_usage_error(ctx, "unexpected argument '%s'", ctx->args[2]);
     int rc = mesh_team_join(ctx->node, ctx->args[1]);
     if (rc != MESH_OK) return cli_fail(ctx, rc);
+    if (ctx->json) return CLI_EXIT_OK;
     mesh_team_info ti;
     if (mesh_team_info_get(ctx->node, &ti) != MESH_OK) ti.version = 0;
-    if (ctx->json) return CLI_EXIT_OK;
     fprintf(ctx->out, "This node now belongs to that team and accepts only its rosters.\n");
     if (ti.version > 0)
         fprintf(ctx->out, "It already held the team's roster (version %llu, from an earlier "
